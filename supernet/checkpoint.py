@@ -1,0 +1,70 @@
+"""Supernet checkpoints: weights plus everything needed to rebuild and trust them.
+
+A checkpoint is a dict of plain data and tensors (so it loads with ``torch.load(weights_only=True)`` and a
+crafted file cannot run code): ``format`` and ``version``, the space config, the state dict, the training
+config and command line, the training progress, and, in resumable checkpoints, the optimizer state.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from supernet.errors import UserError
+from supernet.io import atomic_write
+from supernet.model import Supernet
+from supernet.space import SpaceConfig
+
+FORMAT = "oneshot-nas/supernet"
+VERSION = 1
+PRETRAINED = Path(__file__).parent / "pretrained" / "mbv3-fmnist.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, model: Supernet, **fields: Any) -> Path:
+    """Write ``model`` and ``fields`` (train_config, command, progress, optimizer, metrics...) atomically."""
+    payload = {"format": FORMAT, "version": VERSION, "space": model.config.to_dict(),
+               "state_dict": model.state_dict(), **fields}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check a checkpoint written by :func:`save_checkpoint`; one-line errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; train one with `python -m supernet.train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {path} is corrupt, truncated or not a supernet checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is not a supernet checkpoint of this tool (no {FORMAT!r} format tag)")
+    if payload.get("version") != VERSION:
+        raise UserError(f"checkpoint {path} has format version {payload.get('version')!r}; this tool reads "
+                        f"version {VERSION}")
+    for key in ("space", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise UserError(f"checkpoint {path} lacks its {key!r} entry; it is not usable")
+    return payload
+
+
+def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Supernet, dict[str, Any]]:
+    """Rebuild the supernet stored at ``path`` (in eval mode) and return it with the whole payload.
+
+    With ``space``, a checkpoint of another space is refused.
+    """
+    payload = load_checkpoint(path)
+    config = SpaceConfig.from_dict(payload["space"])
+    if space is not None and config.name != space:
+        raise UserError(f"checkpoint {path} is for space {config.name!r}, not {space!r}")
+    model = Supernet(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"checkpoint {path} does not match its space {config.name!r}: {first[:200]}") from None
+    return model.eval(), payload

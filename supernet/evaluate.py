@@ -1,0 +1,51 @@
+"""Scoring a subnet with inherited weights: recalibrate batch-norm statistics, then measure accuracy.
+
+A subnet's batch-norm statistics are not the supernet's (which mix every subnet seen in training), so each
+subnet is extracted into its own copy and its statistics are re-estimated on a fixed set of training images
+before it is scored. The supernet itself is never modified. Inference runs in channels-last memory format,
+which is several times faster than NCHW for depthwise convolutions on CPU (oneDNN).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from supernet.data import ImageSet, batches
+from supernet.model import Supernet
+
+CHANNELS_LAST = torch.channels_last
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: ImageSet, batch_size: int = 500) -> nn.Module:
+    """Re-estimate every batch-norm layer's statistics of ``model`` as an exact average over ``images``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+    model.to(memory_format=CHANNELS_LAST).train()
+    for x, _ in batches(images, batch_size):
+        model(x.contiguous(memory_format=CHANNELS_LAST))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: ImageSet, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of ``model`` (in eval mode) for all ``images``."""
+    model.to(memory_format=CHANNELS_LAST).eval()
+    return torch.cat([model(x.contiguous(memory_format=CHANNELS_LAST)) for x, _ in batches(images, batch_size)])
+
+
+def accuracy(model: nn.Module, images: ImageSet, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on ``images``, in [0, 1]."""
+    logits = predict(model, images, batch_size)
+    return (logits.argmax(1) == images.labels).float().mean().item()
+
+
+def subnet_accuracy(supernet: Supernet, arch: dict[str, int], calibration: ImageSet, images: ImageSet) -> float:
+    """Accuracy of ``arch`` with inherited weights and recalibrated batch norm."""
+    subnet = recalibrate_bn(supernet.extract(arch), calibration)
+    return accuracy(subnet, images)

@@ -1,0 +1,95 @@
+"""Elastic layers: standard torch layers whose forward computes on a slice of the largest weight.
+
+Each class subclasses the torch layer it generalises, so ``state_dict`` keys stay the standard ones and a
+supernet checkpoint reads like any model's. The active size is an argument of ``forward`` (or is read from
+the input's channel count), never a flag set on the module. Nothing is masked: a smaller kernel is the
+centre of the largest one, fewer channels are the leading ones.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channel counts as MobileNet does: to a multiple of ``divisor``, never below 90% of ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def centre_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The central ``kernel x kernel`` window of a square conv weight (a view, no copy)."""
+    full = weight.shape[-1]
+    start = (full - kernel) // 2
+    return weight[..., start:start + kernel, start:start + kernel]
+
+
+class ElasticPointwiseConv2d(nn.Conv2d):
+    """1x1 convolution over the leading input channels of ``x`` producing ``out_channels`` channels."""
+
+    def __init__(self, max_in: int, max_out: int, bias: bool = False):
+        super().__init__(max_in, max_out, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+        out = self.out_channels if out_channels is None else out_channels
+        weight = self.weight[:out, : x.shape[1]]
+        bias = None if self.bias is None else self.bias[:out]
+        return F.conv2d(x, weight, bias)
+
+
+class ElasticDepthwiseConv2d(nn.Conv2d):
+    """Depthwise convolution with elastic kernel size and channel count, "same" padding."""
+
+    def __init__(self, max_channels: int, max_kernel: int, stride: int = 1):
+        super().__init__(max_channels, max_channels, max_kernel, stride=stride, padding=max_kernel // 2,
+                         groups=max_channels, bias=False)
+
+    def forward(self, x: torch.Tensor, kernel: int | None = None) -> torch.Tensor:
+        k = self.kernel_size[0] if kernel is None else kernel
+        channels = x.shape[1]
+        weight = centre_kernel(self.weight[:channels], k)
+        return F.conv2d(x, weight, None, self.stride, k // 2, 1, channels)
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm over the leading channels of ``x``; running statistics are updated in place on the slice."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
+                            self.training, factor, self.eps)
+
+
+class ElasticSqueezeExcite(nn.Module):
+    """MobileNetV3 squeeze-and-excite whose reduced width follows the active channel count."""
+
+    def __init__(self, max_channels: int, reduction: int = 4):
+        super().__init__()
+        self.reduction = reduction
+        self.reduce = ElasticPointwiseConv2d(max_channels, make_divisible(max_channels / reduction), bias=True)
+        self.expand = ElasticPointwiseConv2d(make_divisible(max_channels / reduction), max_channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        scale = x.mean((2, 3), keepdim=True)
+        scale = F.relu(self.reduce(scale, make_divisible(c / self.reduction)))
+        scale = F.hardsigmoid(self.expand(scale, c))
+        return x * scale
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module for a stage's ``activation`` name."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "hswish":
+        return nn.Hardswish(inplace=True)
+    raise ValueError(f"unknown activation {name!r}")

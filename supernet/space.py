@@ -1,0 +1,258 @@
+"""Search spaces: named categorical choices describing every subnet of a supernet.
+
+An architecture is a flat, labelled, JSON-serialisable dict with one key per choice::
+
+    {"stage1.depth": 3, "stage1.block0.kernel": 5, "stage1.block0.expand": 4, ...}
+
+Every key is always present, so a search algorithm can treat the space as plain named categorical choices;
+the values of blocks beyond a stage's depth do not change the network. The canonical string form lists the
+active blocks only (``"k5e4-k3e6-k7e3|k3e3-k3e3|..."``: stages split by ``|``, blocks by ``-``), so two dicts
+describe the same network exactly when their strings are equal: the string is the cache key everywhere.
+
+Spaces are registered by name (:func:`register_space`) and built with :func:`get_space`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+from supernet.errors import UserError
+
+Arch = dict[str, int]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One elastic stage: ``width`` output channels, ``stride`` in its first block."""
+
+    width: int
+    stride: int
+    use_se: bool = False
+    activation: str = "relu"  # "relu" or "hswish"
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Everything needed to rebuild a space and its supernet; saved in every checkpoint and table."""
+
+    name: str
+    in_channels: int
+    input_size: int
+    num_classes: int
+    stem_channels: int
+    stem_stride: int
+    stages: tuple[StageConfig, ...]
+    head_channels: int
+    depths: tuple[int, ...] = (2, 3, 4)
+    kernels: tuple[int, ...] = (3, 5, 7)
+    expands: tuple[int, ...] = (3, 4, 6)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SpaceConfig":
+        """Rebuild from :meth:`to_dict` output (lists from JSON become tuples)."""
+        try:
+            fields = dict(data)
+            fields["stages"] = tuple(StageConfig(**s) for s in fields["stages"])
+            for key in ("depths", "kernels", "expands"):
+                fields[key] = tuple(fields[key])
+            return cls(**fields)
+        except (KeyError, TypeError) as err:
+            raise UserError(f"malformed space config ({err}): was it written by this tool?") from None
+
+
+class Space:
+    """The architectures of one supernet, as named categorical choices.
+
+    ``choices`` maps each key to its options, in a fixed order; ``sample``, ``mutate`` and ``crossover``
+    take an explicit :class:`random.Random` so that every caller controls its own seed.
+    """
+
+    def __init__(self, config: SpaceConfig):
+        self.config = config
+        self.max_depth = max(config.depths)
+        self.choices: dict[str, tuple[int, ...]] = {}
+        for s in range(len(config.stages)):
+            self.choices[f"stage{s + 1}.depth"] = config.depths
+            for b in range(self.max_depth):
+                self.choices[f"stage{s + 1}.block{b}.kernel"] = config.kernels
+                self.choices[f"stage{s + 1}.block{b}.expand"] = config.expands
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.config.stages)
+
+    # ---- validation and canonical forms -------------------------------------------------------
+    def validate(self, arch: Mapping[str, Any]) -> Arch:
+        """Return a clean copy of ``arch`` in key order, or raise :class:`UserError` naming the bad entry."""
+        if not isinstance(arch, Mapping):
+            raise UserError(f"an architecture must be a dict of choices, got {type(arch).__name__}")
+        unknown = [k for k in arch if k not in self.choices]
+        if unknown:
+            raise UserError(f"architecture key {unknown[0]!r} is not in space {self.name!r}")
+        clean: Arch = {}
+        for key, options in self.choices.items():
+            if key not in arch:
+                raise UserError(f"architecture is missing key {key!r} (space {self.name!r})")
+            value = arch[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value not in options:
+                raise UserError(f"architecture value {key}={value!r} is not one of {list(options)}")
+            clean[key] = value
+        return clean
+
+    def blocks(self, arch: Arch) -> Iterator[tuple[int, int, int, int]]:
+        """Yield ``(stage, block, kernel, expand)`` for the active blocks of a validated ``arch``."""
+        for s in range(self.num_stages):
+            for b in range(arch[f"stage{s + 1}.depth"]):
+                yield s, b, arch[f"stage{s + 1}.block{b}.kernel"], arch[f"stage{s + 1}.block{b}.expand"]
+
+    def to_string(self, arch: Mapping[str, Any]) -> str:
+        """Canonical string: equal for two dicts exactly when they describe the same network."""
+        arch = self.validate(arch)
+        stages: list[list[str]] = [[] for _ in range(self.num_stages)]
+        for s, _, k, e in self.blocks(arch):
+            stages[s].append(f"k{k}e{e}")
+        return "|".join("-".join(blocks) for blocks in stages)
+
+    _BLOCK = re.compile(r"^k(\d+)e(\d+)$")
+
+    def from_string(self, text: str) -> Arch:
+        """Parse :meth:`to_string` output; blocks beyond a stage's depth take the smallest options."""
+        if not isinstance(text, str):
+            raise UserError(f"an architecture string must be text, got {type(text).__name__}")
+        parts = text.strip().split("|")
+        if len(parts) != self.num_stages:
+            raise UserError(
+                f"architecture string {text!r} has {len(parts)} stages, space {self.name!r} has "
+                f"{self.num_stages} (expected e.g. {self.to_string(self.smallest())!r})")
+        arch: dict[str, Any] = {}
+        for s, part in enumerate(parts):
+            blocks = part.split("-") if part else []
+            arch[f"stage{s + 1}.depth"] = len(blocks)
+            for b in range(self.max_depth):
+                kernel, expand = min(self.config.kernels), min(self.config.expands)
+                if b < len(blocks):
+                    match = self._BLOCK.match(blocks[b])
+                    if not match:
+                        raise UserError(
+                            f"architecture string {text!r}: block {blocks[b]!r} is not of the form 'k<kernel>e<expand>'")
+                    kernel, expand = int(match.group(1)), int(match.group(2))
+                arch[f"stage{s + 1}.block{b}.kernel"] = kernel
+                arch[f"stage{s + 1}.block{b}.expand"] = expand
+        if any(arch[f"stage{s + 1}.depth"] > self.max_depth for s in range(self.num_stages)):
+            bad = next(s for s in range(self.num_stages) if arch[f"stage{s + 1}.depth"] > self.max_depth)
+            raise UserError(f"architecture string {text!r}: stage{bad + 1} has more than {self.max_depth} blocks")
+        return self.validate(arch)
+
+    def parse(self, value: str | Mapping[str, Any]) -> Arch:
+        """Accept a canonical string, a JSON object text, or a dict; return a validated dict."""
+        if isinstance(value, Mapping):
+            return self.validate(value)
+        text = value.strip()
+        if text.startswith("{"):
+            import json
+
+            try:
+                return self.validate(json.loads(text))
+            except json.JSONDecodeError as err:
+                raise UserError(f"architecture JSON is malformed: {err}") from None
+        return self.from_string(text)
+
+    # ---- special members ------------------------------------------------------------------------
+    def _constant(self, pick: Callable[[tuple[int, ...]], int]) -> Arch:
+        return {key: pick(options) for key, options in self.choices.items()}
+
+    def largest(self) -> Arch:
+        return self._constant(max)
+
+    def smallest(self) -> Arch:
+        return self._constant(min)
+
+    # ---- sampling and variation -----------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Arch:
+        """Every key drawn uniformly and independently from its options."""
+        return {key: rng.choice(options) for key, options in self.choices.items()}
+
+    def mutate(self, arch: Mapping[str, Any], rng: random.Random, prob: float = 0.1) -> Arch:
+        """Redraw each key with probability ``prob``; at least one active choice always changes."""
+        arch = self.validate(arch)
+        child = {key: (rng.choice(opts) if rng.random() < prob else arch[key]) for key, opts in self.choices.items()}
+        while self.to_string(child) == self.to_string(arch):
+            key = rng.choice(list(self.choices))
+            child[key] = rng.choice(self.choices[key])
+        return child
+
+    def crossover(self, a: Mapping[str, Any], b: Mapping[str, Any], rng: random.Random) -> Arch:
+        """Each key taken from either parent with equal probability."""
+        a, b = self.validate(a), self.validate(b)
+        return {key: (a[key] if rng.random() < 0.5 else b[key]) for key in self.choices}
+
+    def size(self) -> int:
+        """Number of distinct networks (inactive blocks do not count)."""
+        per_block = len(self.config.kernels) * len(self.config.expands)
+        per_stage = sum(per_block ** d for d in self.config.depths)
+        return per_stage ** self.num_stages
+
+    def to_indices(self, arch: Mapping[str, Any]) -> list[int]:
+        """Numeric encoding: the option index of every key, in key order."""
+        arch = self.validate(arch)
+        return [options.index(arch[key]) for key, options in self.choices.items()]
+
+
+# ---- registry -------------------------------------------------------------------------------------
+_REGISTRY: dict[str, Callable[[], SpaceConfig]] = {}
+
+
+def register_space(name: str) -> Callable[[Callable[[], SpaceConfig]], Callable[[], SpaceConfig]]:
+    """Decorator: register a function returning the :class:`SpaceConfig` of a named space."""
+
+    def wrap(factory: Callable[[], SpaceConfig]) -> Callable[[], SpaceConfig]:
+        if name in _REGISTRY:
+            raise ValueError(f"space {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_spaces() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_space(name: str) -> Space:
+    """Build a registered space by name."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown search space {name!r}; registered: {', '.join(list_spaces())}")
+    return Space(_REGISTRY[name]())
+
+
+@register_space("mbv3")
+def mbv3() -> SpaceConfig:
+    """MobileNetV3-style space for 28x28 greyscale images (Fashion-MNIST): 4 elastic stages.
+
+    Early stages use ReLU without squeeze-excite, late ones h-swish with squeeze-excite, as in MobileNetV3.
+    """
+    return SpaceConfig(
+        name="mbv3",
+        in_channels=1,
+        input_size=28,
+        num_classes=10,
+        stem_channels=16,
+        stem_stride=2,
+        stages=(
+            StageConfig(width=16, stride=1),
+            StageConfig(width=24, stride=2),
+            StageConfig(width=40, stride=2, use_se=True, activation="hswish"),
+            StageConfig(width=64, stride=1, use_se=True, activation="hswish"),
+        ),
+        head_channels=256,
+    )

@@ -1,0 +1,211 @@
+"""Train a weight-sharing supernet once: ``python -m supernet.train --out runs/supernet``.
+
+Each step follows the sandwich rule: the largest subnet learns from the labels, then the smallest and
+``--random-subnets`` random subnets learn from the largest's predictions (in-place distillation); their
+gradients add up into one optimizer step. The learning rate follows a cosine schedule after a short warm-up.
+
+``OUT/last.pt`` (resumable, with optimizer state) is written atomically every ``--checkpoint-every`` steps
+and at each epoch's end; ``--resume`` continues from it and ends with the same weights as an uninterrupted
+run. At the end the largest and smallest subnets are scored on the validation and test splits and
+``OUT/final.pt`` (weights only, with the config, the command line and these figures) is written.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from supernet.checkpoint import load_checkpoint, save_checkpoint
+from supernet.data import DEFAULT_DATA, Splits, batches, load_splits
+from supernet.errors import UserError, run_cli
+from supernet.evaluate import subnet_accuracy
+from supernet.io import write_json
+from supernet.model import Supernet
+from supernet.space import get_space
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved in every checkpoint."""
+
+    space: str = "mbv3"
+    data: str = DEFAULT_DATA
+    out: str = "runs/supernet"
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    label_smoothing: float = 0.1
+    warmup_steps: int = 100
+    random_subnets: int = 2
+    flip: bool = True
+    seed: int = 0
+    val_size: int = 5000
+    calib_size: int = 2000
+    subset: int = 0  # train on the first N training images only (0: all); for quick runs and tests
+    checkpoint_every: int = 100
+    stop_after: int = 0  # stop after N steps in this run, leaving OUT/last.pt to --resume (0: run to the end)
+    channels_last: bool = True
+
+    def validate(self) -> "TrainConfig":
+        for name in ("epochs", "batch_size", "checkpoint_every", "val_size", "calib_size"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "label_smoothing", "momentum", "warmup_steps", "random_subnets",
+                     "subset", "stop_after"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        get_space(self.space)
+        return self
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, metavar=field.name.upper())
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume")
+    return TrainConfig(**args), resume
+
+
+def lr_at(config: TrainConfig, step: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return config.lr * warmup * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def make_optimizer(model: Supernet, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; no weight decay on batch-norm parameters and biases."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+
+
+def sandwich_step(model: Supernet, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                  rng: random.Random) -> float:
+    """Accumulate the gradients of one sandwich step; return the largest subnet's loss."""
+    space = model.space
+    model.set_active(space.largest())
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+    loss.backward()
+    teacher = logits.detach().softmax(1)
+    for arch in [space.smallest()] + [space.sample(rng) for _ in range(config.random_subnets)]:
+        model.set_active(arch)
+        distill = -(teacher * model(x).log_softmax(1)).sum(1).mean()
+        distill.backward()
+    return loss.item()
+
+
+def final_metrics(model: Supernet, splits: Splits, config: TrainConfig) -> dict[str, Any]:
+    """Validation and test accuracy of the largest and smallest subnets (recalibrated batch norm)."""
+    calibration = splits.train.subset(torch.arange(min(config.calib_size, len(splits.train))))
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    metrics: dict[str, Any] = {}
+    for name, arch in (("largest", model.space.largest()), ("smallest", model.space.smallest())):
+        metrics[name] = {"arch": model.space.to_string(arch),
+                         "val_top1": subnet_accuracy(model, arch, calibration, splits.val),
+                         "test_top1": subnet_accuracy(model, arch, calibration, splits.test)}
+    return metrics
+
+
+def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run; return the final metrics."""
+    out = Path(config.out)
+    last = out / "last.pt"
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(last)
+        stop_after = config.stop_after
+        config = dataclasses.replace(TrainConfig(**state["train_config"]), stop_after=stop_after)
+        print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
+    config.validate()
+    space = get_space(config.space)
+    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
+                         val_size=config.val_size, seed=config.seed)
+    train_set = splits.train.subset(torch.arange(config.subset)) if config.subset else splits.train
+    torch.manual_seed(config.seed)
+    model = Supernet(space.config)
+    optimizer = make_optimizer(model, config)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["progress"]["step"]
+    if state is not None:
+        command = state.get("command") or command  # a resumed run records the command that started it
+    command = command or sys.argv
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total = config.epochs * per_epoch
+    write_json(out / "config.json", {"train_config": dataclasses.asdict(config), "command": command})
+
+    def checkpoint(path: Path, **extra: Any) -> None:
+        save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command,
+                        progress={"step": step, "total_steps": total}, **extra)
+
+    start = time.time()
+    end = min(total, step + config.stop_after) if config.stop_after else total
+    bar = tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True)
+    while step < end:
+        epoch, first = divmod(step, per_epoch)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        flip_seed = config.seed * 1000 + epoch if config.flip else None
+        for x, y in batches(train_set, config.batch_size, order=order, start=first, flip_seed=flip_seed):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step, total)
+            optimizer.zero_grad(set_to_none=True)
+            loss = sandwich_step(model, x.contiguous(memory_format=memory_format), y, config,
+                                 random.Random(f"{config.seed}-{step}"))
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}")
+            if step % config.checkpoint_every == 0 or step % per_epoch == 0:
+                checkpoint(last, optimizer=optimizer.state_dict())
+            if step == end:
+                break
+    bar.close()
+    checkpoint(last, optimizer=optimizer.state_dict())
+    if step < total:
+        print(f"stopped at step {step} of {total}; continue with --resume --out {out}")
+        return {"step": step, "total_steps": total}
+    metrics = final_metrics(model, splits, config)
+    metrics["train_seconds_this_run"] = round(time.time() - start, 1)
+    checkpoint(out / "final.pt", metrics=metrics)
+    write_json(out / "metrics.json", metrics)
+    for name in ("largest", "smallest"):
+        m = metrics[name]
+        print(f"{name:8s} {m['arch']}  val {m['val_top1']:.4f}  test {m['test_top1']:.4f}")
+    print(f"wrote {out / 'final.pt'}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, resume = parse_args(argv)
+    train(config, resume, command=["python", "-m", "supernet.train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny synthetic Fashion-MNIST-format dataset, a tiny trained supernet, a fast table.
+
+Everything here is small enough that the whole suite runs in minutes on two cores; real sizes live in bench/.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: torch.Tensor, magic: int) -> None:
+    header = struct.pack(">I", magic) + struct.pack(f">{array.dim()}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.to(torch.uint8).numpy().tobytes())
+
+
+def make_fake_fmnist(root: Path, train: int = 320, test: int = 80, seed: int = 0) -> Path:
+    """IDX files like Debian's Fashion-MNIST, with a learnable signal: class c lights up row band c."""
+    generator = torch.Generator().manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train), ("t10k", test)):
+        labels = torch.randint(0, 10, (count,), generator=generator)
+        images = torch.randint(0, 60, (count, 28, 28), generator=generator)
+        for i, label in enumerate(labels.tolist()):
+            images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images, 0x803)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels, 0x801)
+    return root
+
+
+def run_module(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+               check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ...`` as a user would, with this checkout importable."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env, text=True,
+                            capture_output=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"python -m {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fake_fmnist(tmp_path_factory.mktemp("fmnist"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, fake_data: Path) -> Path:
+    """A supernet trained for a few steps on the fake data (through the library, for speed)."""
+    from supernet.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    torch.set_num_threads(1)
+    train(TrainConfig(data=str(fake_data), out=str(out), epochs=1, batch_size=64, val_size=64, calib_size=64,
+                      warmup_steps=1, checkpoint_every=2), command=["pytest"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def fast_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete but quickly measured latency table of mbv3 on this CPU."""
+    from search.latency import build_table
+    from supernet.space import get_space
+
+    path = tmp_path_factory.mktemp("table") / "cpu.json"
+    build_table(get_space("mbv3").config, torch.device("cpu"), warmup=0, repeats=1, out=path, progress=False)
+    return path
