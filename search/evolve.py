@@ -6,7 +6,8 @@ breaks the budget are rejected by the table before they are evaluated. At the en
 timed end to end on the device; the winner is the most accurate one whose *measured* latency meets the
 budget (if none does, the result says so plainly).
 
-Writes ``OUT/results.json`` (winner, every evaluated architecture, the resolved config) and prints the winner.
+Writes ``OUT/results.json`` (winner, every evaluated architecture, the resolved config), ``OUT/search.png``
+(accuracy against latency, budget and winner marked) and prints the winner.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from supernet.errors import UserError, run_cli
 from supernet.io import write_json
 from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator
 from search.evolution import regularized_evolution
-from search.latency import DEFAULT_BATCH_SIZE, measure_model, parse_device, table_for
+from search.latency import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, measure_model, parse_device, table_for
+from search.plot import plot_search
 
 
 @dataclass
@@ -37,7 +39,7 @@ class EvolveConfig:
     table: str | None = None
     allow_foreign_table: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
-    threads: int | None = None
+    threads: int = DEFAULT_THREADS
     population: int = 12
     generations: int = 6
     children: int = 6
@@ -45,7 +47,7 @@ class EvolveConfig:
     mutation_prob: float = 0.15
     crossover_prob: float = 0.5
     calibration_size: int = DEFAULT_CALIBRATION
-    verify: int = 3
+    verify: int = 5
     seed: int = 0
     out: str = "runs/evolve"
 
@@ -60,7 +62,8 @@ def parse_args(argv: list[str] | None) -> EvolveConfig:
     parser.add_argument("--allow-foreign-table", action="store_true",
                         help="accept a table measured on another device, with a warning")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for latency")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
     parser.add_argument("--population", type=int, default=12)
     parser.add_argument("--generations", type=int, default=6)
     parser.add_argument("--children", type=int, default=6, help="architectures bred per generation")
@@ -69,7 +72,7 @@ def parse_args(argv: list[str] | None) -> EvolveConfig:
     parser.add_argument("--crossover-prob", type=float, default=0.5)
     parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
                         help="training images used to recalibrate batch norm")
-    parser.add_argument("--verify", type=int, default=3, help="best candidates timed end to end")
+    parser.add_argument("--verify", type=int, default=5, help="best candidates timed end to end")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/evolve", help="output folder")
     config = EvolveConfig(**{k: v for k, v in vars(parser.parse_args(argv)).items()})
@@ -78,8 +81,8 @@ def parse_args(argv: list[str] | None) -> EvolveConfig:
     for name in ("batch_size", "calibration_size", "verify"):
         if getattr(config, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
-    if config.threads is not None and config.threads <= 0:
-        raise UserError(f"--threads must be positive, got {config.threads}")
+    if config.threads < 0:
+        raise UserError(f"--threads must not be negative, got {config.threads}")
     return config
 
 
@@ -129,13 +132,14 @@ def evolve(config: EvolveConfig, command: list[str]) -> dict[str, Any]:
         "command": command,
     }
     write_json(out / "results.json", result)
+    plot_search(result, out / "search.png")
     write_json(out / "config.json", {"config": dataclasses.asdict(config), "command": command})
     m = winner.metrics
     verdict = "meets" if meets else "DOES NOT meet"
     print(f"winner   {winner.key}")
     print(f"val top1 {m['val_top1']:.4f}   predicted {m['predicted_latency_ms']:.2f} ms   measured "
           f"{m['measured_latency_ms']:.2f} ms (budget {config.latency_ms:g} ms: {verdict} it when measured)")
-    print(f"wrote {out / 'results.json'}")
+    print(f"wrote {out / 'results.json'} and {out / 'search.png'}")
     if not meets:
         print(f"warning: none of the {config.verify} best candidates met the budget when measured; raise "
               "--verify or rebuild the latency table", file=sys.stderr)

@@ -5,9 +5,10 @@ kernel/expand choice at every block position) in isolation, with warm-up and the
 writes a versioned JSON table keyed by a device fingerprint (CPU model or GPU name, threads, torch version,
 batch size, dtype, runtime). A subnet's predicted latency is the sum of its units' medians.
 
-The default setting (batch 1, eager PyTorch, float32, channels-last, all of torch's threads) is a single
-request served on this machine; with it the ``mbv3`` space spans roughly 7 to 15 ms on the 2-core CI machine,
-so ``--latency-ms 10`` splits the space: the largest subnet is over budget and the smallest is under.
+The default setting is a batch of 4 images on one thread (eager PyTorch, float32, channels-last): one core
+serving small batches, which times far more steadily on this shared 2-core machine than two threads do. With
+it the ``mbv3`` space spans about 6.5 ms (smallest subnet) to 17.5 ms (largest) here, so ``--latency-ms 10``
+splits the space: the largest subnet is over budget and the smallest is under.
 
 ``show TABLE`` prints a table's fingerprint and coverage. Tables live in the cache folder
 (``$ONESHOT_CACHE`` or ``~/.cache/oneshot-nas``) unless ``--out`` names a file; an interrupted build keeps
@@ -33,12 +34,14 @@ from tqdm import tqdm
 
 from supernet.errors import UserError, run_cli
 from supernet.io import read_json, write_json
+from supernet.kernels import lut_sum
 from supernet.model import unit_keys, units
 from supernet.space import Space, SpaceConfig, get_space
 
 FORMAT = "oneshot-nas/latency-table"
 VERSION = 1
-DEFAULT_BATCH_SIZE = 1
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_THREADS = 1
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 30
 
@@ -72,7 +75,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def fingerprint(device: torch.device, batch_size: int, threads: int | None = None) -> dict[str, Any]:
+def fingerprint(device: torch.device, batch_size: int, threads: int | None = DEFAULT_THREADS) -> dict[str, Any]:
     """What must match for a table's numbers to hold: hardware, software and measurement setting."""
     info: dict[str, Any] = {"device": device.type, "torch": torch.__version__,
                             "threads": threads or torch.get_num_threads(),
@@ -140,7 +143,8 @@ class _Threads:
         torch.set_num_threads(self.previous)
 
 
-def measure_model(model: nn.Module, input_shape: Iterable[int], device: torch.device, *, threads: int | None = None,
+def measure_model(model: nn.Module, input_shape: Iterable[int], device: torch.device, *,
+                  threads: int | None = DEFAULT_THREADS,
                   warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS) -> dict[str, float]:
     """End-to-end latency of a whole model, timed exactly as table entries are."""
     with _Threads(threads):
@@ -167,6 +171,24 @@ class LatencyTable:
     def predict(self, arch: Mapping[str, int]) -> float:
         """Predicted latency of ``arch`` in milliseconds."""
         return sum(self.entries[key]["median_ms"] for key in unit_keys(self.space, arch))
+
+    def predict_many(self, archs: Iterable[Mapping[str, int]]) -> torch.Tensor:
+        """Predicted latencies of many architectures in one :func:`supernet.kernels.lut_sum` call."""
+        config = self.space.config
+        choices = [(k, e) for k in config.kernels for e in config.expands]
+        if not hasattr(self, "_lut"):
+            blocks = [[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in choices]
+                      for s in range(len(config.stages)) for b in range(self.space.max_depth)]
+            fixed = self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
+            self._lut = torch.tensor([[fixed] + [0.0] * (len(choices) - 1)] + blocks, dtype=torch.float64)
+        codes = []
+        for arch in archs:
+            code = [0] + [-1] * (self._lut.shape[0] - 1)
+            for s, b, k, e in self.space.blocks(self.space.validate(arch)):
+                code[1 + s * self.space.max_depth + b] = choices.index((k, e))
+            codes.append(code)
+        indices = torch.tensor(codes, dtype=torch.int64).reshape(len(codes), self._lut.shape[0])
+        return lut_sum(indices, self._lut.unsqueeze(-1)).squeeze(-1)
 
     def input_shape(self) -> tuple[int, ...]:
         config = self.space.config
@@ -226,7 +248,7 @@ def load_table(path: str | os.PathLike, *, device: torch.device | None = None, s
 
 
 def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                threads: int | None = None, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
+                threads: int | None = DEFAULT_THREADS, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
                 out: str | os.PathLike | None = None, progress: bool = True) -> LatencyTable:
     """Measure every unit of ``config`` on ``device`` and write the table atomically.
 
@@ -263,7 +285,7 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
 
 
 def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
-              threads: int | None = None, path: str | os.PathLike | None = None,
+              threads: int | None = DEFAULT_THREADS, path: str | os.PathLike | None = None,
               allow_foreign: bool = False) -> LatencyTable:
     """The table to search against: ``path`` if given, else this device's cached table, built if missing."""
     if path:
@@ -287,7 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     build.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
     build.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    build.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    build.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                       help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
     build.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
     build.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     build.add_argument("--out", default=None, help="table file (default: the cache folder)")

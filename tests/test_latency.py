@@ -1,10 +1,11 @@
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from search.latency import (build_table, default_table_path, expected_keys, fingerprint, load_table,
+from search.latency import (DEFAULT_BATCH_SIZE, build_table, default_table_path, expected_keys, fingerprint, load_table,
                             parse_device, table_for)
 from supernet.errors import UserError
 from supernet.model import unit_keys
@@ -25,6 +26,9 @@ def test_table_schema_and_prediction(fast_table: Path) -> None:
     arch = space.largest()
     assert table.predict(arch) == pytest.approx(sum(data["entries"][k]["median_ms"] for k in unit_keys(space, arch)))
     assert table.predict(space.smallest()) < table.predict(arch)
+    archs = [space.sample(random.Random(i)) for i in range(50)]
+    many = table.predict_many(archs)
+    assert many.tolist() == pytest.approx([table.predict(a) for a in archs], rel=1e-12)
 
 
 def test_build_resumes_from_a_partial_table(tmp_path: Path, fast_table: Path) -> None:
@@ -69,7 +73,7 @@ def test_corrupt_tables_get_clear_errors(tmp_path: Path, fast_table: Path, mangl
 def test_table_for_builds_then_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path))
     config = get_space("mbv3").config
-    path = default_table_path(config, fingerprint(CPU, 1))
+    path = default_table_path(config, fingerprint(CPU, DEFAULT_BATCH_SIZE))
     calls = []
     real_build = build_table
 
@@ -98,6 +102,6 @@ def test_cli_build_and_show(tmp_path: Path) -> None:
                        "--out", str(out))
     assert f"wrote {out}" in built.stdout and "146/146 units" in built.stdout
     shown = run_module("search.latency", "show", str(out))
-    assert '"batch_size": 1' in shown.stdout and "predicted latency: smallest" in shown.stdout
+    assert "\"batch_size\": 4" in shown.stdout and "predicted latency: smallest" in shown.stdout
     bad = run_module("search.latency", "build", "--device", "gpu", "--out", str(tmp_path / "x.json"), check=False)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unknown device" in bad.stderr

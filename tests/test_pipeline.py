@@ -55,6 +55,7 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
                         "--out", str(out))
     assert "winner" in result.stdout and "measured" in result.stdout
     results = json.loads((out / "results.json").read_text())
+    assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["evaluations"] == 8 == len(results["history"])
     assert all(r["metrics"]["predicted_latency_ms"] <= budget for r in results["history"])
     winner = results["winner"]
