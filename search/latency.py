@@ -159,6 +159,13 @@ class LatencyTable:
         self.data, self.path = data, path
         self.entries: dict[str, dict[str, float]] = data["entries"]
         self.space = Space(SpaceConfig.from_dict(data["space"]))
+        config = self.space.config
+        self._choices = [(k, e) for k in config.kernels for e in config.expands]
+        blocks = [[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
+                  for s in range(len(config.stages)) for b in range(self.space.max_depth)]
+        fixed = self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
+        self._lut = torch.tensor([[fixed] + [0.0] * (len(self._choices) - 1)] + blocks,
+                                 dtype=torch.float64).unsqueeze(-1)  # [slots, choices, 1] for lut_sum
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -174,21 +181,15 @@ class LatencyTable:
 
     def predict_many(self, archs: Iterable[Mapping[str, int]]) -> torch.Tensor:
         """Predicted latencies of many architectures in one :func:`supernet.kernels.lut_sum` call."""
-        config = self.space.config
-        choices = [(k, e) for k in config.kernels for e in config.expands]
-        if not hasattr(self, "_lut"):
-            blocks = [[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in choices]
-                      for s in range(len(config.stages)) for b in range(self.space.max_depth)]
-            fixed = self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
-            self._lut = torch.tensor([[fixed] + [0.0] * (len(choices) - 1)] + blocks, dtype=torch.float64)
+        slots = 1 + len(self.space.config.stages) * self.space.max_depth
         codes = []
         for arch in archs:
-            code = [0] + [-1] * (self._lut.shape[0] - 1)
+            code = [0] + [-1] * (slots - 1)  # slot 0: stem + head, always present
             for s, b, k, e in self.space.blocks(self.space.validate(arch)):
-                code[1 + s * self.space.max_depth + b] = choices.index((k, e))
+                code[1 + s * self.space.max_depth + b] = self._choices.index((k, e))
             codes.append(code)
-        indices = torch.tensor(codes, dtype=torch.int64).reshape(len(codes), self._lut.shape[0])
-        return lut_sum(indices, self._lut.unsqueeze(-1)).squeeze(-1)
+        indices = torch.tensor(codes, dtype=torch.int64).reshape(len(codes), slots)
+        return lut_sum(indices, self._lut).squeeze(-1)
 
     def input_shape(self) -> tuple[int, ...]:
         config = self.space.config

@@ -137,7 +137,10 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     if resume:
         state = load_checkpoint(last)
         stop_after = config.stop_after
-        config = dataclasses.replace(TrainConfig(**state["train_config"]), stop_after=stop_after)
+        try:
+            config = dataclasses.replace(TrainConfig(**state["train_config"]), stop_after=stop_after)
+        except TypeError as err:
+            raise UserError(f"checkpoint {last} has a training config this version cannot read ({err})") from None
         print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
     config.validate()
     space = get_space(config.space)

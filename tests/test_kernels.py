@@ -79,3 +79,17 @@ def test_opcheck(name: str) -> None:
                     reason="set ONESHOT_REQUIRE_EXTENSION=1 to require the compiled extension (CI does)")
 def test_extension_was_built() -> None:
     assert kernel_backend() == "cpp"
+
+
+def test_package_works_without_the_extension() -> None:
+    """With supernet._C unimportable (no compiler, failed build), the references take over, saying so."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['supernet._C'] = None\n"
+            "import torch\nfrom supernet.kernels import kernel_backend, lut_sum\n"
+            "print(kernel_backend(), lut_sum(torch.tensor([[0, -1], [1, 1]]), torch.ones(2, 2, 1)).flatten().tolist())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "ONESHOT_VERBOSE": "1"})
+    assert result.stdout.split() == ["reference", "[1.0,", "2.0]"]
+    assert result.stderr.strip() == "oneshot-nas kernels: reference"
