@@ -21,7 +21,9 @@ def extensions():
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     use_cuda = bool(cuda_sources) and CUDA_HOME is not None and (
         torch.cuda.is_available() or os.environ.get("ONESHOT_FORCE_CUDA") == "1")
-    flags = {"cxx": ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x030a0000"], "nvcc": ["-O3"]}
+    # py_limited_api=True: torch adds -DPy_LIMITED_API itself, and the one library (_C.abi3.so) serves
+    # every CPython >= 3.10; defining it here too only earns a "redefined" warning.
+    flags = {"cxx": ["-O3", "-fopenmp"], "nvcc": ["-O3"]}
     if use_cuda:
         ext = CUDAExtension("supernet._C", sources + cuda_sources, extra_compile_args=flags,
                             extra_link_args=["-fopenmp"], py_limited_api=True)

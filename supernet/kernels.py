@@ -58,3 +58,52 @@ def lut_sum(indices: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     if _BACKEND == "cpp" and indices.device.type == "cpu":
         return torch.ops.oneshot.lut_sum(indices, table)
     return lut_sum_reference(indices, table)
+
+
+def _check_dwconv_args(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int) -> None:
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3]:
+        raise ValueError("elastic_dwconv: x must be [N, C, H, W] and weight [Cmax, 1, K, K]")
+    if x.shape[1] > weight.shape[0]:
+        raise ValueError(f"elastic_dwconv: x has {x.shape[1]} channels, weight only {weight.shape[0]}")
+    if kernel <= 0 or kernel % 2 == 0 or kernel > weight.shape[-1] or stride < 1:
+        raise ValueError(f"elastic_dwconv: kernel must be odd and at most {weight.shape[-1]}, stride positive")
+
+
+def elastic_dwconv_reference(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Depthwise conv on the centre ``kernel`` window and leading channels of the largest ``weight``."""
+    _check_dwconv_args(x, weight, kernel, stride)
+    start = (weight.shape[-1] - kernel) // 2
+    sliced = weight[: x.shape[1], :, start:start + kernel, start:start + kernel]
+    return torch.nn.functional.conv2d(x, sliced, None, stride, kernel // 2, 1, x.shape[1])
+
+
+if _BACKEND == "cpp":
+    @torch.library.register_fake("oneshot::elastic_dwconv")
+    def _elastic_dwconv_fake(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+        pad = kernel // 2
+        size = [(d + 2 * pad - kernel) // stride + 1 for d in x.shape[2:]]
+        return x.new_empty((x.shape[0], x.shape[1], *size))
+
+    @torch.library.register_fake("oneshot::elastic_dwconv_backward")
+    def _elastic_dwconv_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, kernel: int,
+                                      stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty_like(x), torch.empty_like(weight)
+
+    def _dwconv_setup(ctx, inputs, output) -> None:
+        x, weight, kernel, stride = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.kernel, ctx.stride = kernel, stride
+
+    def _dwconv_backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w = torch.ops.oneshot.elastic_dwconv_backward(grad, x, weight, ctx.kernel, ctx.stride)
+        return grad_x, grad_w, None, None
+
+    torch.library.register_autograd("oneshot::elastic_dwconv", _dwconv_backward, setup_context=_dwconv_setup)
+
+
+def elastic_dwconv(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int = 1) -> torch.Tensor:
+    """Elastic depthwise convolution (see ``csrc/elastic_dwconv.cpp``); the reference where not compiled."""
+    if _BACKEND == "cpp" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return torch.ops.oneshot.elastic_dwconv(x, weight, kernel, stride)
+    return elastic_dwconv_reference(x, weight, kernel, stride)

@@ -43,12 +43,16 @@ def test_lut_sum_matches_reference(name: str) -> None:
     expected = lut_sum_reference(indices, table)
     got = lut_sum(indices, table)
     assert got.dtype == table.dtype and got.shape == (indices.shape[0], table.shape[2])
-    torch.testing.assert_close(got, expected, rtol=1e-6 if table.dtype == torch.float32 else 1e-12, atol=1e-6)
+    # float64 agrees to rounding only: the kernel adds slots in order, torch.sum in its own order.
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12}[table.dtype]
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
 
 
-def test_reference_matches_a_plain_loop() -> None:
+def test_both_paths_match_a_plain_loop() -> None:
     indices, table = make(15, 6, 4, 3, torch.float64, 9)
-    torch.testing.assert_close(lut_sum_reference(indices, table), naive(indices, table))
+    expected = naive(indices, table)
+    torch.testing.assert_close(lut_sum_reference(indices, table), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lut_sum(indices, table), expected, rtol=1e-12, atol=1e-12)
 
 
 BAD = {
@@ -63,9 +67,9 @@ BAD = {
 @pytest.mark.parametrize("name", BAD)
 def test_bad_inputs_raise_on_both_paths(name: str) -> None:
     indices, table = BAD[name]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lut_sum"):
         lut_sum_reference(indices, table)
-    with pytest.raises((RuntimeError, ValueError)):
+    with pytest.raises(RuntimeError if BUILT else ValueError, match="lut_sum"):  # TORCH_CHECK -> RuntimeError
         lut_sum(indices, table)
 
 
