@@ -53,29 +53,30 @@ class EvolveConfig:
 
 
 def parse_args(argv: list[str] | None) -> EvolveConfig:
+    d = EvolveConfig(latency_ms=0.0)  # the defaults, kept in one place
     parser = argparse.ArgumentParser(prog="python -m search.evolve", description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, required=True, help="latency budget in milliseconds")
-    parser.add_argument("--checkpoint", default=str(PRETRAINED), help="supernet checkpoint (default: shipped)")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder (default: Debian's Fashion-MNIST)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda:N, where latency is measured")
+    parser.add_argument("--checkpoint", default=d.checkpoint, help="supernet checkpoint (default: shipped)")
+    parser.add_argument("--data", default=d.data, help="dataset folder (default: Debian's Fashion-MNIST)")
+    parser.add_argument("--device", default=d.device, help="cpu or cuda:N, where latency is measured")
     parser.add_argument("--table", default=None, help="latency table file (default: this device's cached one)")
     parser.add_argument("--allow-foreign-table", action="store_true",
                         help="accept a table measured on another device, with a warning")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="latency batch size")
+    parser.add_argument("--threads", type=int, default=d.threads,
                         help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
-    parser.add_argument("--population", type=int, default=12)
-    parser.add_argument("--generations", type=int, default=6)
-    parser.add_argument("--children", type=int, default=6, help="architectures bred per generation")
-    parser.add_argument("--tournament", type=int, default=4)
-    parser.add_argument("--mutation-prob", type=float, default=0.15)
-    parser.add_argument("--crossover-prob", type=float, default=0.5)
-    parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
+    parser.add_argument("--population", type=int, default=d.population)
+    parser.add_argument("--generations", type=int, default=d.generations)
+    parser.add_argument("--children", type=int, default=d.children, help="architectures bred per generation")
+    parser.add_argument("--tournament", type=int, default=d.tournament)
+    parser.add_argument("--mutation-prob", type=float, default=d.mutation_prob)
+    parser.add_argument("--crossover-prob", type=float, default=d.crossover_prob)
+    parser.add_argument("--calibration-size", type=int, default=d.calibration_size,
                         help="training images used to recalibrate batch norm")
-    parser.add_argument("--verify", type=int, default=5, help="best candidates timed end to end")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/evolve", help="output folder")
-    config = EvolveConfig(**{k: v for k, v in vars(parser.parse_args(argv)).items()})
+    parser.add_argument("--verify", type=int, default=d.verify, help="best candidates timed end to end")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--out", default=d.out, help="output folder")
+    config = EvolveConfig(**vars(parser.parse_args(argv)))
     if not config.latency_ms > 0:
         raise UserError(f"--latency-ms must be a positive number of milliseconds, got {config.latency_ms}")
     for name in ("batch_size", "calibration_size", "verify"):

@@ -42,7 +42,7 @@ def _check_lut_args(indices: torch.Tensor, table: torch.Tensor) -> None:
 def lut_sum_reference(indices: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """``out[n, m] = sum_s table[s, indices[n, s], m]``, skipping slots whose index is -1."""
     _check_lut_args(indices, table)
-    slots = torch.arange(table.shape[0]).expand_as(indices)
+    slots = torch.arange(table.shape[0], device=indices.device).expand_as(indices)
     picked = table[slots, indices.clamp(min=0)]  # [N, S, M]
     return picked.masked_fill(indices.unsqueeze(-1) < 0, 0).sum(1)
 

@@ -14,6 +14,7 @@ Spaces are registered by name (:func:`register_space`) and built with :func:`get
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -159,8 +160,6 @@ class Space:
             return self.validate(value)
         text = value.strip()
         if text.startswith("{"):
-            import json
-
             try:
                 return self.validate(json.loads(text))
             except json.JSONDecodeError as err:
