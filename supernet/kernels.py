@@ -77,17 +77,25 @@ def elastic_dwconv_reference(x: torch.Tensor, weight: torch.Tensor, kernel: int,
     return torch.nn.functional.conv2d(x, sliced, None, stride, kernel // 2, 1, x.shape[1])
 
 
+def _dwconv_format(x: torch.Tensor) -> torch.memory_format:
+    """The kernels' layout for ``x``, and so their outputs': channels-last unless ``x`` is plain contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 if _BACKEND == "cpp":
     @torch.library.register_fake("oneshot::elastic_dwconv")
     def _elastic_dwconv_fake(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
         pad = kernel // 2
         size = [(d + 2 * pad - kernel) // stride + 1 for d in x.shape[2:]]
-        return x.new_empty((x.shape[0], x.shape[1], *size))
+        return x.new_empty((x.shape[0], x.shape[1], *size)).contiguous(memory_format=_dwconv_format(x))
 
     @torch.library.register_fake("oneshot::elastic_dwconv_backward")
     def _elastic_dwconv_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, kernel: int,
                                       stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.empty_like(x), torch.empty_like(weight)
+        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_dwconv_format(x))
+        return grad_x, torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
 
     def _dwconv_setup(ctx, inputs, output) -> None:
         x, weight, kernel, stride = inputs
@@ -102,8 +110,43 @@ if _BACKEND == "cpp":
     torch.library.register_autograd("oneshot::elastic_dwconv", _dwconv_backward, setup_context=_dwconv_setup)
 
 
+def _use_dwconv_kernel(x: torch.Tensor) -> bool:
+    """Whether a compiled elastic_dwconv kernel serves ``x``'s device and dtype."""
+    return _BACKEND == "cpp" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
 def elastic_dwconv(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int = 1) -> torch.Tensor:
     """Elastic depthwise convolution (see ``csrc/elastic_dwconv.cpp``); the reference where not compiled."""
-    if _BACKEND == "cpp" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+    if _use_dwconv_kernel(x):
         return torch.ops.oneshot.elastic_dwconv(x, weight, kernel, stride)
     return elastic_dwconv_reference(x, weight, kernel, stride)
+
+
+def _check_mixed_args(x: torch.Tensor, weights: list[torch.Tensor], alpha: torch.Tensor) -> None:
+    if x.dim() != 4 or not weights or alpha.dim() != 1 or alpha.shape[0] != len(weights):
+        raise ValueError("mixed_dwconv: x must be [N, C, H, W], weights a non-empty list and alpha 1-D with one "
+                         "entry per weight")
+    for w in weights:
+        if w.dim() != 4 or w.shape[1] != 1 or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
+            raise ValueError(f"mixed_dwconv: every weight must be [Cmax, 1, k, k] with k odd, got {list(w.shape)}")
+        if w.shape[0] < x.shape[1]:
+            raise ValueError(f"mixed_dwconv: x has {x.shape[1]} channels, a weight only {w.shape[0]}")
+
+
+def mixed_dwconv_reference(x: torch.Tensor, weights: list[torch.Tensor], alpha: torch.Tensor,
+                           stride: int = 1) -> torch.Tensor:
+    """``sum_k alpha[k] * dwconv(x, weights[k])``, one convolution per candidate ("same" padding)."""
+    _check_mixed_args(x, weights, alpha)
+    c = x.shape[1]
+    return sum(a * torch.nn.functional.conv2d(x, w[:c], None, stride, w.shape[-1] // 2, 1, c)
+               for a, w in zip(alpha, weights))
+
+
+def mixed_dwconv(x: torch.Tensor, weights: list[torch.Tensor], alpha: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """Weighted sum of depthwise convolutions of different kernel sizes in one pass (``csrc/mixed_dwconv.cpp``).
+
+    Differentiable in ``x``, every weight and ``alpha``; the reference (K convolutions) where not compiled.
+    """
+    if _use_dwconv_kernel(x):
+        return torch.ops.oneshot.mixed_dwconv(x, list(weights), alpha, stride)
+    return mixed_dwconv_reference(x, weights, alpha, stride)
