@@ -1,8 +1,8 @@
 """C++ kernels and their pure-PyTorch references.
 
 Importing this module never fails for lack of a compiler: when the extension ``supernet._C`` was not built,
-every op runs its reference instead. :func:`kernel_backend` says which path runs; with ``ONESHOT_VERBOSE=1``
-it is also said once on stderr at import.
+every op runs its reference instead. :func:`kernel_backend` says which path runs; the supernet says it once
+per process on stderr (:func:`announce`), and with ``ONESHOT_VERBOSE=1`` it is also said at import.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 try:
     import supernet._C  # noqa: F401  (registers torch.ops.oneshot.*)
 
-    _BACKEND = "cpp"
-except ImportError:
-    _BACKEND = "reference"
+    _BACKEND, _WHY = "cpp", ""
+except ImportError as err:
+    _BACKEND, _WHY = "reference", str(err)
 
 if os.environ.get("ONESHOT_VERBOSE") == "1":
     print(f"oneshot-nas kernels: {_BACKEND}", file=sys.stderr)
@@ -25,6 +25,25 @@ if os.environ.get("ONESHOT_VERBOSE") == "1":
 def kernel_backend() -> str:
     """``"cpp"`` when the compiled extension is in use, ``"reference"`` otherwise."""
     return _BACKEND
+
+
+def backend_line() -> str:
+    """One line saying which path the elastic ops run, and why when it is the fallback."""
+    if _BACKEND == "cpp":
+        return "oneshot-nas: elastic ops run the C++ kernels (supernet._C)"
+    return (f"oneshot-nas: elastic ops run the pure-PyTorch reference ({_WHY or 'extension not built'}; "
+            "reinstall with a compiler: pip install --no-build-isolation -e .)")
+
+
+_announced = False
+
+
+def announce() -> None:
+    """Print :func:`backend_line` on stderr, the first time only."""
+    global _announced
+    if not _announced:
+        _announced = True
+        print(backend_line(), file=sys.stderr)
 
 
 def _check_lut_args(indices: torch.Tensor, table: torch.Tensor) -> None:

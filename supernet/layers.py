@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.kernels import elastic_dwconv
+
 
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round channel counts as MobileNet does: to a multiple of ``divisor``, never below 90% of ``value``."""
@@ -41,7 +43,11 @@ class ElasticPointwiseConv2d(nn.Conv2d):
 
 
 class ElasticDepthwiseConv2d(nn.Conv2d):
-    """Depthwise convolution with elastic kernel size and channel count, "same" padding."""
+    """Depthwise convolution with elastic kernel size and channel count, "same" padding.
+
+    Runs :func:`supernet.kernels.elastic_dwconv`: the C++ kernel, which reads the centre window and leading
+    channels of the largest weight in place, where the extension is built; its slicing reference elsewhere.
+    """
 
     def __init__(self, max_channels: int, max_kernel: int, stride: int = 1):
         super().__init__(max_channels, max_channels, max_kernel, stride=stride, padding=max_kernel // 2,
@@ -49,9 +55,7 @@ class ElasticDepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor, kernel: int | None = None) -> torch.Tensor:
         k = self.kernel_size[0] if kernel is None else kernel
-        channels = x.shape[1]
-        weight = centre_kernel(self.weight[:channels], k)
-        return F.conv2d(x, weight, None, self.stride, k // 2, 1, channels)
+        return elastic_dwconv(x, self.weight, k, self.stride[0])
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):

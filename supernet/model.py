@@ -13,16 +13,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.kernels import announce
 from supernet.layers import (ElasticBatchNorm2d, ElasticDepthwiseConv2d, ElasticPointwiseConv2d,
                              ElasticSqueezeExcite, activation, centre_kernel, make_divisible)
 from supernet.space import Arch, Space, SpaceConfig, StageConfig
 
 
 def _stem(config: SpaceConfig) -> nn.Sequential:
-    return nn.Sequential(
+    layers: list[nn.Module] = [
         nn.Conv2d(config.in_channels, config.stem_channels, 3, config.stem_stride, 1, bias=False),
         nn.BatchNorm2d(config.stem_channels),
-        nn.Hardswish(inplace=True))
+        nn.Hardswish(inplace=True)]
+    if config.first_block:
+        layers.append(MBConv(config.stem_channels, StageConfig(config.stem_channels, 1), 1, kernel=3, expand=1))
+    return nn.Sequential(*layers)
+
+
+def _classifier(config: SpaceConfig) -> nn.Module:
+    """The last linear layer, after MobileNetV3's pooled feature layer where the space has one."""
+    if not config.feature_channels:
+        return nn.Linear(config.head_channels, config.num_classes)
+    return nn.Sequential(nn.Linear(config.head_channels, config.feature_channels, bias=False),
+                         nn.Hardswish(inplace=True), nn.Linear(config.feature_channels, config.num_classes))
 
 
 def _head(config: SpaceConfig) -> nn.Sequential:
@@ -81,9 +93,12 @@ class MBConv(nn.Module):
     def __init__(self, in_channels: int, stage: StageConfig, stride: int, kernel: int, expand: int):
         super().__init__()
         hidden = in_channels * expand
-        self.expand_conv = nn.Conv2d(in_channels, hidden, 1, bias=False)
-        self.expand_bn = nn.BatchNorm2d(hidden)
-        self.expand_act = activation(stage.activation)
+        if expand == 1:  # no expansion: the depthwise conv reads the input directly (MobileNetV3's first block)
+            self.expand_conv, self.expand_bn, self.expand_act = nn.Identity(), nn.Identity(), nn.Identity()
+        else:
+            self.expand_conv = nn.Conv2d(in_channels, hidden, 1, bias=False)
+            self.expand_bn = nn.BatchNorm2d(hidden)
+            self.expand_act = activation(stage.activation)
         self.dw_conv = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False)
         self.dw_bn = nn.BatchNorm2d(hidden)
         self.dw_act = activation(stage.activation)
@@ -118,7 +133,7 @@ class Subnet(nn.Module):
             stages[s].append(MBConv(in_channels, stage, stage.stride if b == 0 else 1, kernel, expand))
         self.stages = nn.ModuleList(stages)
         self.head = _head(config)
-        self.classifier = nn.Linear(config.head_channels, config.num_classes)
+        self.classifier = _classifier(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -132,6 +147,7 @@ class Supernet(nn.Module):
 
     def __init__(self, config: SpaceConfig):
         super().__init__()
+        announce()
         self.config = config
         self.space = Space(config)
         self.stem = _stem(config)
@@ -143,7 +159,7 @@ class Supernet(nn.Module):
                 for b in range(self.space.max_depth))
             for s, stage in enumerate(config.stages))
         self.head = _head(config)
-        self.classifier = nn.Linear(config.head_channels, config.num_classes)
+        self.classifier = _classifier(config)
         self._reset_parameters()
         self.active: Arch = {}
         self._active_blocks: list[tuple[int, int, int, int]] = []
@@ -157,7 +173,8 @@ class Supernet(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def set_active(self, arch: Mapping[str, int]) -> Arch:
         """Make ``arch`` the subnet that ``forward`` computes; returns the validated architecture."""
@@ -197,7 +214,7 @@ class _HeadUnit(nn.Module):
     def __init__(self, config: SpaceConfig):
         super().__init__()
         self.head = _head(config)
-        self.classifier = nn.Linear(config.head_channels, config.num_classes)
+        self.classifier = _classifier(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(x).mean((2, 3)))

@@ -37,7 +37,12 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    """Everything needed to rebuild a space and its supernet; saved in every checkpoint and table."""
+    """Everything needed to rebuild a space and its supernet; saved in every checkpoint and table.
+
+    ``first_block`` adds MobileNetV3's fixed first block after the stem (3x3 depthwise, no expansion,
+    residual); ``feature_channels`` > 0 adds its pooled feature layer (linear to that width, h-swish) before
+    the classifier. Neither is searched.
+    """
 
     name: str
     in_channels: int
@@ -50,6 +55,8 @@ class SpaceConfig:
     depths: tuple[int, ...] = (2, 3, 4)
     kernels: tuple[int, ...] = (3, 5, 7)
     expands: tuple[int, ...] = (3, 4, 6)
+    first_block: bool = False
+    feature_channels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,4 +261,31 @@ def mbv3() -> SpaceConfig:
             StageConfig(width=64, stride=1, use_se=True, activation="hswish"),
         ),
         head_channels=256,
+    )
+
+
+@register_space("mbv3-imagenet")
+def mbv3_imagenet() -> SpaceConfig:
+    """The MobileNetV3 supernet of the literature (Once-for-All, width 1.0) for 224x224 RGB, 1000 classes.
+
+    Stem 16 (stride 2) and a fixed first block, five elastic stages of depth 2-4, kernels 3/5/7, expands
+    3/4/6; head 960, pooled features 1280.
+    """
+    return SpaceConfig(
+        name="mbv3-imagenet",
+        in_channels=3,
+        input_size=224,
+        num_classes=1000,
+        stem_channels=16,
+        stem_stride=2,
+        stages=(
+            StageConfig(width=24, stride=2),
+            StageConfig(width=40, stride=2, use_se=True),
+            StageConfig(width=80, stride=2, activation="hswish"),
+            StageConfig(width=112, stride=1, use_se=True, activation="hswish"),
+            StageConfig(width=160, stride=2, use_se=True, activation="hswish"),
+        ),
+        head_channels=960,
+        first_block=True,
+        feature_channels=1280,
     )

@@ -97,3 +97,25 @@ def test_package_works_without_the_extension() -> None:
                             env={**os.environ, "ONESHOT_VERBOSE": "1"})
     assert result.stdout.split() == ["reference", "[1.0,", "2.0]"]
     assert result.stderr.strip() == "oneshot-nas kernels: reference"
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_supernet_says_once_which_path_it_runs(blocked: bool) -> None:
+    """One stderr line per process, naming the C++ kernels or the reference; both paths give the same logits."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n" + ("sys.modules['supernet._C'] = None\n" if blocked else "") +
+            "import torch\nfrom supernet.model import Supernet\nfrom supernet.space import get_space\n"
+            "torch.manual_seed(0)\nnets = [Supernet(get_space('mbv3').config).eval() for _ in range(2)]\n"
+            "x = torch.randn(2, 1, 28, 28).contiguous(memory_format=torch.channels_last)\n"
+            "print(nets[0](x).sum().item())")
+    env = {k: v for k, v in os.environ.items() if k != "ONESHOT_VERBOSE"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert ("pure-PyTorch reference" if blocked or not BUILT else "C++ kernels") in lines[0]
+    if not blocked and BUILT:
+        reference = subprocess.run([sys.executable, "-c", "import sys; sys.modules['supernet._C'] = None\n" +
+                                    code.split("\n", 1)[1]], capture_output=True, text=True, check=True, env=env)
+        assert abs(float(result.stdout) - float(reference.stdout)) < 1e-3

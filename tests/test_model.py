@@ -27,7 +27,7 @@ def test_extracted_subnet_equals_supernet_for_20_random_architectures(name: str)
     supernet = Supernet(space.config)
     randomise_batch_norm(supernet)
     supernet.eval()
-    size = space.config.input_size
+    size = min(space.config.input_size, 64)  # fully convolutional: ImageNet-scale spaces run small here
     x = torch.rand(3, space.config.in_channels, size, size)
     rng = random.Random(0)
     archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(18)]
