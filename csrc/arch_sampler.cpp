@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -52,6 +53,19 @@ inline int64_t pick(const double* cdf, int64_t len, double u) {
   const double target = u * total;
   int64_t idx = std::upper_bound(cdf, cdf + len, target) - cdf;
   if (idx == len) idx = std::lower_bound(cdf, cdf + len, total) - cdf;  // u * total rounded up to total
+  return idx;
+}
+
+// The same index as pick, by a branch-free count: for the few choices of a depth or a block.
+inline int64_t pick_small(const double* cdf, int64_t len, double u) {
+  const double total = cdf[len - 1];
+  const double target = u * total;
+  int64_t idx = 0;
+  for (int64_t c = 0; c < len; ++c) idx += cdf[c] <= target;
+  if (idx == len) {
+    idx = 0;
+    for (int64_t c = 0; c < len; ++c) idx += cdf[c] < total;
+  }
   return idx;
 }
 
@@ -95,19 +109,30 @@ void sample_uniform(const Shape& sh, int64_t n, uint64_t seed, int8_t* out) {
   TORCH_CHECK(total < (static_cast<unsigned __int128>(1) << 63), "sample_archs: a stage has 2^63 or more networks");
   const uint64_t stage_total = static_cast<uint64_t>(total);
   const int64_t K = sh.stages * sh.width, nd = static_cast<int64_t>(sh.depths.size());
+  // Decode a stage index into its codes; with few enough stage networks, once each into a lookup table.
+  auto decode = [&](uint64_t x, int8_t* sc) {
+    int64_t di = 0;
+    while (di < nd - 1 && x >= per_depth[di]) x -= per_depth[di++];
+    sc[0] = static_cast<int8_t>(di);
+    for (int64_t b = 0; b < sh.depths[di]; ++b) {
+      write_block(sc, b, static_cast<int64_t>(x % sh.choices), sh.expands);
+      x /= sh.choices;
+    }
+  };
+  const bool use_lut = stage_total <= (1u << 20);
+  std::vector<int8_t> lut(use_lut ? stage_total * sh.width : 0, 0);
+  if (use_lut)
+    for (uint64_t x = 0; x < stage_total; ++x) decode(x, lut.data() + x * sh.width);
   at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const uint64_t key = arch_key(seed, static_cast<uint64_t>(i));
       int8_t* code = out + i * K;
       for (int64_t s = 0; s < sh.stages; ++s) {
-        uint64_t x = below(draw(key, s), stage_total);
-        int64_t di = 0;
-        while (di < nd - 1 && x >= per_depth[di]) x -= per_depth[di++];
-        int8_t* sc = code + s * sh.width;
-        sc[0] = static_cast<int8_t>(di);
-        for (int64_t b = 0; b < sh.depths[di]; ++b) {
-          write_block(sc, b, static_cast<int64_t>(x % sh.choices), sh.expands);
-          x /= sh.choices;
+        const uint64_t x = below(draw(key, s), stage_total);
+        if (use_lut) {
+          std::memcpy(code + s * sh.width, lut.data() + x * sh.width, sh.width);
+        } else {
+          decode(x, code + s * sh.width);
         }
       }
     }
@@ -202,9 +227,29 @@ void sample_window(const Shape& sh, int64_t n, uint64_t seed, const int64_t* t, 
   const Window w = build_window(sh, t, lo, hi);
   const int64_t S = sh.stages, D = sh.max_depth, C = sh.choices, nd = static_cast<int64_t>(sh.depths.size());
   const int64_t K = S * sh.width, L1 = w.L + 1;
+  // Conditional CDFs of every stage's depth [S, L1, nd] and every block's choice [S, nd, D, L1, C] given the
+  // ticks left, accumulated exactly as the reference accumulates them per sample.
+  std::vector<double> depth_cdf(S * L1 * nd), block_cdf(S * nd * D * L1 * C, 0.0);
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t z = 0; z < L1; ++z) {
+      double acc = 0.0;
+      for (int64_t di = 0; di < nd; ++di) depth_cdf[(s * L1 + z) * nd + di] = (acc += w.suffix[((s * nd + di) * (D + 1)) * L1 + z]);
+    }
+    for (int64_t di = 0; di < nd; ++di) {
+      const double* g = w.suffix.data() + ((s * nd + di) * (D + 1)) * L1;
+      for (int64_t b = 0; b < sh.depths[di]; ++b) {
+        const int64_t* tb = t + (s * D + b) * C;
+        const double* next = g + (b + 1) * L1;
+        for (int64_t z = 0; z < L1; ++z) {
+          double* cum = block_cdf.data() + (((s * nd + di) * D + b) * L1 + z) * C;
+          double acc = 0.0;
+          for (int64_t c = 0; c < C; ++c) cum[c] = (acc += (z - tb[c] >= 0 ? next[z - tb[c]] : 0.0));
+        }
+      }
+    }
+  }
   at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> ys(S);
-    std::vector<double> cum(std::max(C, nd));
     for (int64_t i = begin; i < end; ++i) {
       const uint64_t key = arch_key(seed, static_cast<uint64_t>(i));
       int64_t x = w.xlo + pick(w.first.data(), static_cast<int64_t>(w.first.size()), unit(draw(key, 0)));
@@ -219,22 +264,47 @@ void sample_window(const Shape& sh, int64_t n, uint64_t seed, const int64_t* t, 
       for (int64_t s = 0; s < S; ++s) {
         const uint64_t j0 = S + s * (1 + D);
         int64_t z = ys[s];
-        double acc = 0.0;
-        for (int64_t di = 0; di < nd; ++di) cum[di] = (acc += w.suffix[((s * nd + di) * (D + 1)) * L1 + z]);
-        const int64_t di = pick(cum.data(), nd, unit(draw(key, j0)));
+        const int64_t di = pick_small(depth_cdf.data() + (s * L1 + z) * nd, nd, unit(draw(key, j0)));
         int8_t* sc = code + s * sh.width;
         sc[0] = static_cast<int8_t>(di);
-        const double* g = w.suffix.data() + ((s * nd + di) * (D + 1)) * L1;
+        const double* cdfs = block_cdf.data() + ((s * nd + di) * D) * L1 * C;
         for (int64_t b = 0; b < sh.depths[di]; ++b) {
-          const int64_t* tb = t + (s * D + b) * C;
-          const double* next = g + (b + 1) * L1;
-          acc = 0.0;
-          for (int64_t c = 0; c < C; ++c) cum[c] = (acc += (z - tb[c] >= 0 ? next[z - tb[c]] : 0.0));
-          const int64_t c = pick(cum.data(), C, unit(draw(key, j0 + 1 + b)));
+          const int64_t c = pick_small(cdfs + (b * L1 + z) * C, C, unit(draw(key, j0 + 1 + b)));
           write_block(sc, b, c, sh.expands);
-          z -= tb[c];
+          z -= t[(s * D + b) * C + c];
         }
       }
+    }
+  });
+}
+
+struct Layout {
+  int64_t S, D, C, E, width;
+};
+
+// Rows of the scorer; FixedM > 0 is the metric count known at compile time (0: use M).
+template <int64_t FixedM>
+void score_rows(const Layout& lay, const std::vector<int64_t>& depth, const int8_t* cp, const double* tp,
+                const double* bp, double* op, int64_t n, int64_t M_) {
+  const int64_t M = FixedM > 0 ? FixedM : M_;
+  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
+    std::vector<double> acc_store(FixedM > 0 ? 0 : M);
+    double fixed_acc[FixedM > 0 ? FixedM : 1];
+    double* acc = FixedM > 0 ? fixed_acc : acc_store.data();
+    for (int64_t row = begin; row < end; ++row) {
+      const int8_t* code = cp + row * lay.S * lay.width;
+      for (int64_t m = 0; m < M; ++m) acc[m] = bp[m];
+      for (int64_t s = 0; s < lay.S; ++s) {
+        const int8_t* sc = code + s * lay.width;
+        const int64_t dv = depth[sc[0]];
+        const double* stage = tp + s * lay.D * lay.C * M;
+        for (int64_t b = 0; b < dv; ++b) {
+          const double* src = stage + (b * lay.C + sc[1 + 2 * b] * lay.E + sc[2 + 2 * b]) * M;
+#pragma omp simd
+          for (int64_t m = 0; m < M; ++m) acc[m] += src[m];
+        }
+      }
+      for (int64_t m = 0; m < M; ++m) op[row * M + m] = acc[m];
     }
   });
 }
@@ -291,23 +361,15 @@ at::Tensor score_archs_cpu(const at::Tensor& codes, const at::Tensor& table, con
   const double* tp = tab.data_ptr<double>();
   const double* bp = base.contiguous().data_ptr<double>();
   double* op = out.data_ptr<double>();
-  std::vector<int64_t> depth(depths.begin(), depths.end());
-  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      double* dst = op + row * M;
-      const int8_t* code = cp + row * S * width;
-      for (int64_t m = 0; m < M; ++m) dst[m] = bp[m];
-      for (int64_t s = 0; s < S; ++s) {
-        const int8_t* sc = code + s * width;
-        const int64_t dv = depth[sc[0]];
-        for (int64_t b = 0; b < dv; ++b) {
-          const double* src = tp + ((s * D + b) * C + sc[1 + 2 * b] * E + sc[2 + 2 * b]) * M;
-#pragma omp simd
-          for (int64_t m = 0; m < M; ++m) dst[m] += src[m];
-        }
-      }
-    }
-  });
+  const std::vector<int64_t> depth(depths.begin(), depths.end());
+  const Layout lay{S, D, C, E, width};
+  switch (M) {  // a fixed metric count keeps the sums in registers
+    case 1: score_rows<1>(lay, depth, cp, tp, bp, op, n, M); break;
+    case 2: score_rows<2>(lay, depth, cp, tp, bp, op, n, M); break;
+    case 3: score_rows<3>(lay, depth, cp, tp, bp, op, n, M); break;
+    case 4: score_rows<4>(lay, depth, cp, tp, bp, op, n, M); break;
+    default: score_rows<0>(lay, depth, cp, tp, bp, op, n, M);
+  }
   return out;
 }
 
