@@ -36,6 +36,7 @@ from supernet.errors import UserError, run_cli
 from supernet.io import read_json, write_json
 from supernet.kernels import lut_sum
 from supernet.model import unit_keys, units
+from supernet.sampler import MetricTable
 from supernet.space import Space, SpaceConfig, get_space
 
 FORMAT = "oneshot-nas/latency-table"
@@ -190,6 +191,19 @@ class LatencyTable:
             codes.append(code)
         indices = torch.tensor(codes, dtype=torch.int64).reshape(len(codes), slots)
         return lut_sum(indices, self._lut).squeeze(-1)
+
+    def metric_table(self) -> MetricTable:
+        """The ``"latency_ms"`` :class:`supernet.sampler.MetricTable` of this table, for the batch sampler/scorer.
+
+        Blocks ``[S, D, C, 1]`` (choice ``c = kernel_idx * len(expands) + expand_idx``), base = stem + head.
+        """
+        config = self.space.config
+        blocks = torch.tensor([[[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
+                                for b in range(self.space.max_depth)] for s in range(len(config.stages))],
+                              dtype=torch.float64).unsqueeze(-1)
+        base = torch.tensor([self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]],
+                            dtype=torch.float64)
+        return MetricTable(("latency_ms",), blocks, base)
 
     def input_shape(self) -> tuple[int, ...]:
         config = self.space.config

@@ -213,6 +213,19 @@ class Space:
         arch = self.validate(arch)
         return [options.index(arch[key]) for key, options in self.choices.items()]
 
+    def from_indices(self, indices: list[int] | tuple[int, ...]) -> Arch:
+        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``."""
+        if len(indices) != len(self.choices):
+            raise UserError(f"an encoded architecture of space {self.name!r} has {len(self.choices)} indices, "
+                            f"got {len(indices)}")
+        arch: Arch = {}
+        for (key, options), index in zip(self.choices.items(), indices):
+            index = int(index)
+            if not 0 <= index < len(options):
+                raise UserError(f"option index {index} of {key} is outside [0, {len(options)})")
+            arch[key] = options[index]
+        return arch
+
 
 # ---- registry -------------------------------------------------------------------------------------
 _REGISTRY: dict[str, Callable[[], SpaceConfig]] = {}
