@@ -147,7 +147,6 @@ class Supernet(nn.Module):
 
     def __init__(self, config: SpaceConfig):
         super().__init__()
-        announce()
         self.config = config
         self.space = Space(config)
         self.stem = _stem(config)
@@ -183,6 +182,7 @@ class Supernet(nn.Module):
         return self.active
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        announce()  # once per process: which path the elastic ops run
         x = self.stem(x)
         for s, b, kernel, expand in self._active_blocks:
             x = self.stages[s][b](x, kernel, expand)
