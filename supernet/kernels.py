@@ -82,7 +82,11 @@ if _BACKEND == "cpp":
     def _elastic_dwconv_fake(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
         pad = kernel // 2
         size = [(d + 2 * pad - kernel) // stride + 1 for d in x.shape[2:]]
-        return x.new_empty((x.shape[0], x.shape[1], *size))
+        # The CUDA kernel keeps a channels-last input's layout (csrc/cuda/elastic_dwconv.cu); the CPU one does not.
+        channels_last = (x.device.type == "cuda" and not x.is_contiguous()
+                         and x.is_contiguous(memory_format=torch.channels_last))
+        return torch.empty((x.shape[0], x.shape[1], *size), dtype=x.dtype, device=x.device,
+                           memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     @torch.library.register_fake("oneshot::elastic_dwconv_backward")
     def _elastic_dwconv_backward_fake(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, kernel: int,
@@ -102,8 +106,16 @@ if _BACKEND == "cpp":
     torch.library.register_autograd("oneshot::elastic_dwconv", _dwconv_backward, setup_context=_dwconv_setup)
 
 
+# True when the extension was built with its CUDA kernels (csrc/cuda/); a CPU build registers only the CPU key.
+_DWCONV_CUDA = _BACKEND == "cpp" and torch._C._dispatch_has_kernel_for_dispatch_key("oneshot::elastic_dwconv",
+                                                                                    "CUDA")
+
+
 def elastic_dwconv(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int = 1) -> torch.Tensor:
     """Elastic depthwise convolution (see ``csrc/elastic_dwconv.cpp``); the reference where not compiled."""
     if _BACKEND == "cpp" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return torch.ops.oneshot.elastic_dwconv(x, weight, kernel, stride)
+    if _DWCONV_CUDA and x.device.type == "cuda" and x.dtype in (torch.float32, torch.float64, torch.float16,
+                                                                torch.bfloat16):
         return torch.ops.oneshot.elastic_dwconv(x, weight, kernel, stride)
     return elastic_dwconv_reference(x, weight, kernel, stride)
