@@ -129,9 +129,17 @@ if _BACKEND == "cpp":
     torch.library.register_autograd("oneshot::elastic_dwconv", _dwconv_backward, setup_context=_dwconv_setup)
 
 
+# True when the extension was built with its CUDA kernels (csrc/cuda/); a CPU build registers only the CPU key.
+_DWCONV_CUDA = _BACKEND == "cpp" and torch._C._dispatch_has_kernel_for_dispatch_key("oneshot::elastic_dwconv",
+                                                                                    "CUDA")
+
+
 def _use_dwconv_kernel(x: torch.Tensor) -> bool:
     """Whether a compiled elastic_dwconv kernel serves ``x``'s device and dtype."""
-    return _BACKEND == "cpp" and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if x.device.type == "cpu":
+        return _BACKEND == "cpp" and x.dtype in (torch.float32, torch.float64)
+    return _DWCONV_CUDA and x.device.type == "cuda" and x.dtype in (torch.float32, torch.float64, torch.float16,
+                                                                   torch.bfloat16)
 
 
 def elastic_dwconv(x: torch.Tensor, weight: torch.Tensor, kernel: int, stride: int = 1) -> torch.Tensor:
