@@ -121,33 +121,31 @@ ONESHOT_INLINE void pixel(const T* src, int64_t di, int64_t dj, const T* tap, in
   if (q < c) accumulate<T, 0>(src + q, di, dj, tap + q, k, c, i0, i1, j0, j1, dst + q, c - q);
 }
 
-// kTile neighbouring output pixels whose taps j all fall inside the row, one 512-bit block of channels at a
-// time: each weight vector is loaded once for the kTile pixels, whose accumulators stay in registers.
-constexpr int kTile = 8;
-
-template <typename T>
+// P neighbouring output pixels whose taps j all fall inside the row, one 512-bit block of channels at a time:
+// each weight vector is loaded once for the P pixels, whose accumulators stay in registers.
+template <typename T, int P>
 ONESHOT_INLINE void tile(const T* src, int64_t di, int64_t dp, const T* tap, int64_t k, int64_t c, int64_t i0,
                          int64_t i1, T* dst) {
   constexpr int V = 64 / sizeof(T);
   int64_t q = 0;
   for (; q + V <= c; q += V) {
-    T acc[kTile][V] = {};
+    T acc[P][V] = {};
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = 0; j < k; ++j) {
         const T* t = tap + (i * k + j) * c + q;
         const T* s = src + i * di + j * c + q;
 #pragma GCC unroll 8
-        for (int p = 0; p < kTile; ++p)
+        for (int p = 0; p < P; ++p)
 #pragma omp simd
           for (int v = 0; v < V; ++v) acc[p][v] += s[p * dp + v] * t[v];
       }
 #pragma GCC unroll 8
-    for (int p = 0; p < kTile; ++p)
+    for (int p = 0; p < P; ++p)
 #pragma omp simd
       for (int v = 0; v < V; ++v) dst[p * c + q + v] = acc[p][v];
   }
   if (q < c)
-    for (int p = 0; p < kTile; ++p)
+    for (int p = 0; p < P; ++p)
       accumulate<T, 0>(src + p * dp + q, di, c, tap + q, k, c, i0, i1, 0, k, dst + p * c + q, c - q);
 }
 
@@ -168,7 +166,9 @@ ONESHOT_INLINE void conv_row(const T* origin, int64_t cols, int64_t out_cols, in
   };
   for (int64_t o = 0; o < lo; ++o) edge(o);
   int64_t o = lo;
-  for (; o + kTile <= hi; o += kTile) tile(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
+  for (; o + 8 <= hi; o += 8) tile<T, 8>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
+  for (; o + 4 <= hi; o += 4) tile<T, 4>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
+  for (; o < hi; ++o) tile<T, 1>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
   for (; o < out_cols; ++o) edge(o);
 }
 

@@ -39,7 +39,16 @@ class ElasticPointwiseConv2d(nn.Conv2d):
         out = self.out_channels if out_channels is None else out_channels
         weight = self.weight[:out, : x.shape[1]]
         bias = None if self.bias is None else self.bias[:out]
-        return F.conv2d(x, weight, bias)
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            return F.conv2d(x, weight, bias)
+        # Channels-last, a 1x1 convolution is one matrix product over the pixels' channel vectors: BLAS reads
+        # the weight slice in place through its leading dimension, where conv2d would copy it first (and,
+        # at small sizes, fall back to its slow im2col path).
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        matrix = weight.flatten(1).t()
+        y = rows @ matrix if bias is None else torch.addmm(bias, rows, matrix)
+        return y.view(n, h, w, out).permute(0, 3, 1, 2)
 
 
 class ElasticDepthwiseConv2d(nn.Conv2d):
