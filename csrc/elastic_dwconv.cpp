@@ -121,17 +121,18 @@ ONESHOT_INLINE void pixel(const T* src, int64_t di, int64_t dj, const T* tap, in
   if (q < c) accumulate<T, 0>(src + q, di, dj, tap + q, k, c, i0, i1, j0, j1, dst + q, c - q);
 }
 
-// P neighbouring output pixels whose taps j all fall inside the row, one 512-bit block of channels at a time:
-// each weight vector is loaded once for the P pixels, whose accumulators stay in registers.
+// P output pixels with the same taps [i0, i1) x [j0, j1) (neighbours in a row, or one position in P images),
+// one 512-bit block of channels at a time: each weight vector is loaded once for the P pixels, whose
+// accumulators stay in registers. Pixel p reads src + p * dp and writes dst + p * dd.
 template <typename T, int P>
 ONESHOT_INLINE void tile(const T* src, int64_t di, int64_t dp, const T* tap, int64_t k, int64_t c, int64_t i0,
-                         int64_t i1, T* dst) {
+                         int64_t i1, int64_t j0, int64_t j1, T* dst, int64_t dd) {
   constexpr int V = 64 / sizeof(T);
   int64_t q = 0;
   for (; q + V <= c; q += V) {
     T acc[P][V] = {};
     for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = 0; j < k; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const T* t = tap + (i * k + j) * c + q;
         const T* s = src + i * di + j * c + q;
 #pragma GCC unroll 8
@@ -142,11 +143,11 @@ ONESHOT_INLINE void tile(const T* src, int64_t di, int64_t dp, const T* tap, int
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p)
 #pragma omp simd
-      for (int v = 0; v < V; ++v) dst[p * c + q + v] = acc[p][v];
+      for (int v = 0; v < V; ++v) dst[p * dd + q + v] = acc[p][v];
   }
   if (q < c)
     for (int p = 0; p < P; ++p)
-      accumulate<T, 0>(src + p * dp + q, di, c, tap + q, k, c, i0, i1, 0, k, dst + p * c + q, c - q);
+      accumulate<T, 0>(src + p * dp + q, di, c, tap + q, k, c, i0, i1, j0, j1, dst + p * dd + q, c - q);
 }
 
 // One output row of a "same"-padded depthwise correlation over an NHWC image of `cols` columns:
@@ -166,9 +167,11 @@ ONESHOT_INLINE void conv_row(const T* origin, int64_t cols, int64_t out_cols, in
   };
   for (int64_t o = 0; o < lo; ++o) edge(o);
   int64_t o = lo;
-  for (; o + 8 <= hi; o += 8) tile<T, 8>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
-  for (; o + 4 <= hi; o += 4) tile<T, 4>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
-  for (; o < hi; ++o) tile<T, 1>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, dst + o * c);
+  for (; o + 8 <= hi; o += 8)
+    tile<T, 8>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, 0, k, dst + o * c, c);
+  for (; o + 4 <= hi; o += 4)
+    tile<T, 4>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, 0, k, dst + o * c, c);
+  for (; o < hi; ++o) tile<T, 1>(origin + (o * stride - pad) * c, di, dp, tap, k, c, i0, i1, 0, k, dst + o * c, c);
   for (; o < out_cols; ++o) edge(o);
 }
 
@@ -181,6 +184,27 @@ ONESHOT_INLINE void forward_nhwc_rows(const Geometry& g, const T* x, const T* ta
     const auto [i0, i1] = taps(oh, g, g.h);
     const T* origin = x + (n * g.h + oh * g.stride - g.pad) * g.w * g.c;
     conv_row(origin, g.w, g.wo, g.c, g.kernel, g.stride, g.pad, i0, i1, tap, out + row * g.wo * g.c);
+  }
+}
+
+// Forward for narrow images in blocks of kBatchTile images: tasks [begin, end) of the flattened
+// (image block, oh). Every output position, edges included, is one register tile across the block's images,
+// which share its taps; a row of a narrow image leaves too few interior columns for row tiles.
+constexpr int kBatchTile = 8;
+
+template <typename T>
+ONESHOT_INLINE void forward_nhwc_batch_rows(const Geometry& g, const T* x, const T* tap, T* out, int64_t begin,
+                                            int64_t end) {
+  const int64_t image = g.h * g.w * g.c, out_image = g.ho * g.wo * g.c;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t n = task / g.ho * kBatchTile, oh = task % g.ho;
+    const auto [i0, i1] = taps(oh, g, g.h);
+    for (int64_t ow = 0; ow < g.wo; ++ow) {
+      const auto [j0, j1] = taps(ow, g, g.w);
+      const T* origin = x + ((n * g.h + oh * g.stride - g.pad) * g.w + ow * g.stride - g.pad) * g.c;
+      tile<T, kBatchTile>(origin, g.w * g.c, image, tap, g.kernel, g.c, i0, i1, j0, j1,
+                          out + ((n * g.ho + oh) * g.wo + ow) * g.c, out_image);
+    }
   }
 }
 
@@ -255,6 +279,7 @@ ONESHOT_INLINE void grad_taps_nhwc_rows(const Geometry& g, const T* grad, const 
 template <typename T>
 struct Loops {
   void (*forward_nhwc)(const Geometry&, const T*, const T*, T*, int64_t, int64_t);
+  void (*forward_nhwc_batch)(const Geometry&, const T*, const T*, T*, int64_t, int64_t);
   void (*grad_input_nhwc)(const Geometry&, const T*, const T*, const T*, T*, int64_t, int64_t);
   void (*grad_taps_nhwc)(const Geometry&, const T*, const T*, T*, int64_t, int64_t);
 };
@@ -263,6 +288,10 @@ struct Loops {
   ATTR void forward_nhwc_##NAME(const Geometry& g, const T* x, const T* tap, T* out, int64_t b, int64_t e) {   \
     forward_nhwc_rows<T>(g, x, tap, out, b, e);                                                                \
   }                                                                                                            \
+  ATTR void forward_nhwc_batch_##NAME(const Geometry& g, const T* x, const T* tap, T* out, int64_t b,          \
+                                      int64_t e) {                                                             \
+    forward_nhwc_batch_rows<T>(g, x, tap, out, b, e);                                                          \
+  }                                                                                                            \
   ATTR void grad_input_nhwc_##NAME(const Geometry& g, const T* grad, const T* flipped, const T* tap, T* gx,    \
                                    int64_t b, int64_t e) {                                                     \
     grad_input_nhwc_rows<T>(g, grad, flipped, tap, gx, b, e);                                                  \
@@ -270,7 +299,8 @@ struct Loops {
   ATTR void grad_taps_nhwc_##NAME(const Geometry& g, const T* grad, const T* x, T* acc, int64_t b, int64_t e) { \
     grad_taps_nhwc_rows<T>(g, grad, x, acc, b, e);                                                             \
   }                                                                                                            \
-  const Loops<T> loops_##NAME{forward_nhwc_##NAME, grad_input_nhwc_##NAME, grad_taps_nhwc_##NAME};
+  const Loops<T> loops_##NAME{forward_nhwc_##NAME, forward_nhwc_batch_##NAME, grad_input_nhwc_##NAME,         \
+                              grad_taps_nhwc_##NAME};
 
 ONESHOT_VARIANT(, float, f32_base)
 ONESHOT_VARIANT(, double, f64_base)
@@ -315,6 +345,9 @@ ONESHOT_PICK(float, f32)
 ONESHOT_PICK(double, f64)
 #undef ONESHOT_PICK
 
+// Image blocks that take batch tiles: narrow images only (wide rows have enough interior columns for row tiles).
+int64_t batch_blocks(const Geometry& g) { return g.wo < 16 ? g.n / kBatchTile : 0; }
+
 // Rows per task: enough work per task to pay for the scheduling, at least one row.
 int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work_per_item)); }
 
@@ -332,7 +365,12 @@ at::Tensor elastic_dwconv_cpu(const at::Tensor& x_in, const at::Tensor& weight_i
       const auto tap = pack_taps(weight.data_ptr<scalar_t>(), g);
       const scalar_t* xp = x.data_ptr<scalar_t>();
       scalar_t* op = out.data_ptr<scalar_t>();
-      at::parallel_for(0, g.n * g.ho, grain(g.wo * g.c * g.kernel * g.kernel), [&](int64_t b, int64_t e) {
+      const int64_t blocks = batch_blocks(g);
+      const int64_t work = g.wo * g.c * g.kernel * g.kernel;
+      at::parallel_for(0, blocks * g.ho, grain(work * kBatchTile), [&](int64_t b, int64_t e) {
+        loop.forward_nhwc_batch(g, xp, tap.data(), op, b, e);
+      });
+      at::parallel_for(blocks * kBatchTile * g.ho, g.n * g.ho, grain(work), [&](int64_t b, int64_t e) {
         loop.forward_nhwc(g, xp, tap.data(), op, b, e);
       });
     });
@@ -365,7 +403,12 @@ std::tuple<at::Tensor, at::Tensor> elastic_dwconv_backward_cpu(const at::Tensor&
     std::vector<scalar_t> flipped(tap.size());
     for (int64_t t = 0; t < taps_n; ++t)
       std::copy(tap.begin() + t * g.c, tap.begin() + (t + 1) * g.c, flipped.begin() + (taps_n - 1 - t) * g.c);
-    at::parallel_for(0, g.n * g.h, grain(g.w * g.c * taps_n), [&](int64_t b, int64_t e) {
+    // Stride 1: grad_x is the forward of grad with the flipped kernel (same sizes), so it takes batch tiles too.
+    const int64_t blocks = g.stride == 1 ? batch_blocks(g) : 0;
+    at::parallel_for(0, blocks * g.h, grain(g.w * g.c * taps_n * kBatchTile), [&](int64_t b, int64_t e) {
+      loop.forward_nhwc_batch(g, gp, flipped.data(), gxp, b, e);
+    });
+    at::parallel_for(blocks * kBatchTile * g.h, g.n * g.h, grain(g.w * g.c * taps_n), [&](int64_t b, int64_t e) {
       loop.grad_input_nhwc(g, gp, flipped.data(), tap.data(), gxp, b, e);
     });
     // Weight: each task sums its share of the rows into its own [tap][c] buffer; buffers are added in a

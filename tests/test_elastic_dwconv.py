@@ -29,6 +29,9 @@ SAMPLES = {
     "non-contiguous": sample(2, 4, 6, 6, 8, 7, 3, 2, layout="strided"),
     "empty-batch": sample(0, 4, 6, 6, 8, 7, 3, 1),
     "float32": sample(2, 6, 8, 8, 12, 7, 5, 1, dtype=torch.float32),
+    "batch-tiles": sample(9, 3, 5, 5, 4, 7, 5, 1, layout="channels_last"),
+    "batch-tiles-f32-channel-blocks": sample(17, 40, 7, 6, 48, 7, 7, 1, dtype=torch.float32, layout="channels_last"),
+    "wide-rows-f32": sample(2, 20, 5, 40, 24, 7, 3, 1, dtype=torch.float32, layout="channels_last"),
 }
 
 
