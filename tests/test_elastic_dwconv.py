@@ -38,7 +38,8 @@ SAMPLES = {
 @pytest.mark.parametrize("name", SAMPLES)
 def test_values_and_gradients_match_reference(name: str) -> None:
     x, weight, kernel, stride = SAMPLES[name]
-    tol = {"atol": 1e-5, "rtol": 1e-5} if x.dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+    # float32: sums of up to a few hundred products summed in another order than the reference's
+    tol = {"atol": 1e-4, "rtol": 1e-4} if x.dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
     xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
     ws = [weight.clone().requires_grad_(), weight.clone().requires_grad_()]
     out = elastic_dwconv(xs[0], ws[0], kernel, stride)
