@@ -177,3 +177,44 @@ def mixed_dwconv(x: torch.Tensor, weights: list[torch.Tensor], alpha: torch.Tens
     if _use_dwconv_kernel(x):
         return torch.ops.oneshot.mixed_dwconv(x, list(weights), alpha, stride)
     return mixed_dwconv_reference(x, weights, alpha, stride)
+
+
+def elastic_pointwise_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                out_channels: int) -> torch.Tensor:
+    """1x1 convolution on the leading ``x.shape[1]`` input and ``out_channels`` output channels of ``weight``."""
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[2:] != (1, 1):
+        raise ValueError("elastic_pointwise: x must be [N, C, H, W] and weight [Omax, Imax, 1, 1]")
+    if x.shape[1] > weight.shape[1] or not 1 <= out_channels <= weight.shape[0]:
+        raise ValueError(f"elastic_pointwise: {x.shape[1]} -> {out_channels} channels do not fit a weight of "
+                         f"{weight.shape[1]} -> {weight.shape[0]}")
+    b = None if bias is None else bias[:out_channels]
+    return torch.nn.functional.conv2d(x, weight[:out_channels, : x.shape[1]], b)
+
+
+def elastic_pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      out_channels: int) -> torch.Tensor:
+    """Elastic 1x1 convolution (``csrc/elastic_pointwise.cpp``: one GEMM on channels-last input, one dispatcher
+    call); the reference where the extension is not built."""
+    if _BACKEND == "cpp":
+        return torch.ops.oneshot.elastic_pointwise(x, weight, bias, out_channels)
+    return elastic_pointwise_reference(x, weight, bias, out_channels)
+
+
+def elastic_batch_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                                 running_mean: torch.Tensor, running_var: torch.Tensor, training: bool,
+                                 momentum: float, eps: float) -> torch.Tensor:
+    """Batch norm over the leading ``x.shape[1]`` channels; in training their running statistics move in place."""
+    c = x.shape[1]
+    if any(t.dim() != 1 or t.shape[0] < c for t in (weight, bias, running_mean, running_var)):
+        raise ValueError(f"elastic_batch_norm: x has {c} channels, the layer's parameters and statistics fewer")
+    return torch.nn.functional.batch_norm(x, running_mean[:c], running_var[:c], weight[:c], bias[:c], training,
+                                          momentum, eps)
+
+
+def elastic_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                       running_var: torch.Tensor, training: bool, momentum: float, eps: float) -> torch.Tensor:
+    """Elastic batch norm (``csrc/elastic_batch_norm.cpp``, one dispatcher call); the reference where not built."""
+    if _BACKEND == "cpp":
+        return torch.ops.oneshot.elastic_batch_norm(x, weight, bias, running_mean, running_var, training,
+                                                    momentum, eps)
+    return elastic_batch_norm_reference(x, weight, bias, running_mean, running_var, training, momentum, eps)

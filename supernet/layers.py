@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.kernels import elastic_dwconv
+from supernet.kernels import elastic_batch_norm, elastic_dwconv, elastic_pointwise
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -30,25 +30,17 @@ def centre_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 class ElasticPointwiseConv2d(nn.Conv2d):
-    """1x1 convolution over the leading input channels of ``x`` producing ``out_channels`` channels."""
+    """1x1 convolution over the leading input channels of ``x`` producing ``out_channels`` channels.
+
+    Runs :func:`supernet.kernels.elastic_pointwise` (one GEMM on the weight slice for channels-last input).
+    """
 
     def __init__(self, max_in: int, max_out: int, bias: bool = False):
         super().__init__(max_in, max_out, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
         out = self.out_channels if out_channels is None else out_channels
-        weight = self.weight[:out, : x.shape[1]]
-        bias = None if self.bias is None else self.bias[:out]
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            return F.conv2d(x, weight, bias)
-        # Channels-last, a 1x1 convolution is one matrix product over the pixels' channel vectors: BLAS reads
-        # the weight slice in place through its leading dimension, where conv2d would copy it first (and,
-        # at small sizes, fall back to its slow im2col path).
-        n, c, h, w = x.shape
-        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        matrix = weight.flatten(1).t()
-        y = rows @ matrix if bias is None else torch.addmm(bias, rows, matrix)
-        return y.view(n, h, w, out).permute(0, 3, 1, 2)
+        return elastic_pointwise(x, self.weight, self.bias, out)
 
 
 class ElasticDepthwiseConv2d(nn.Conv2d):
@@ -78,8 +70,8 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         if self.training:
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
-                            self.training, factor, self.eps)
+        return elastic_batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
+                                  factor, self.eps)
 
 
 class ElasticSqueezeExcite(nn.Module):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from supernet.kernels import elastic_dwconv, elastic_dwconv_reference, kernel_backend
+from tests.layouts import random_input
 
 BUILT = kernel_backend() == "cpp"
 
@@ -10,11 +11,7 @@ BUILT = kernel_backend() == "cpp"
 def sample(n: int, c: int, h: int, w: int, cmax: int, kmax: int, kernel: int, stride: int,
            dtype: torch.dtype = torch.float64, layout: str = "contiguous", seed: int = 0) -> tuple:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    elif layout == "strided":
-        x = torch.randn(n, c, h, 2 * w, generator=g, dtype=dtype)[..., ::2]
+    x = random_input(n, c, h, w, g, dtype, layout)
     return x, torch.randn(cmax, 1, kmax, kmax, generator=g, dtype=dtype), kernel, stride
 
 
