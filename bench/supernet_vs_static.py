@@ -28,7 +28,7 @@ from supernet.space import get_space  # noqa: E402
 CL = torch.channels_last
 SETTINGS = {  # space: (forward batches, train batch, forward repeats, train repeats)
     "mbv3": ((1, 64), 128, 40, 8),
-    "mbv3-imagenet": ((1, 8), 16, 10, 4),
+    "mbv3-imagenet": ((1, 8), 16, 10, 7),
 }
 
 
