@@ -14,6 +14,8 @@
 // converted to channels-last on the way in and their results back on the way out: one memory pass each,
 // cheaper than a per-plane NCHW loop, which cannot vectorise across the 3-7 taps of a row.
 // The hot loops are compiled for AVX-512, AVX2+FMA and the baseline, picked by the CPU's features at run time.
+#include "elastic_dwconv.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -33,27 +35,8 @@
 namespace oneshot {
 namespace {
 
-struct Geometry {
-  int64_t n, c, h, w, ho, wo, kernel, stride, pad, off, full;
-};
-
-Geometry check(const at::Tensor& x, const at::Tensor& weight, int64_t kernel, int64_t stride) {
-  TORCH_CHECK(x.dim() == 4, "elastic_dwconv: x must be 4-D [N, C, H, W], got ", x.dim(), "-D");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == 1 && weight.size(2) == weight.size(3),
-              "elastic_dwconv: weight must be [Cmax, 1, K, K]");
-  TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "elastic_dwconv: x and weight dtypes differ");
-  TORCH_CHECK(x.device() == weight.device(), "elastic_dwconv: x and weight are on different devices");
-  TORCH_CHECK(x.size(1) <= weight.size(0), "elastic_dwconv: x has ", x.size(1), " channels, weight only ",
-              weight.size(0));
-  TORCH_CHECK(kernel > 0 && kernel % 2 == 1 && kernel <= weight.size(2),
-              "elastic_dwconv: kernel must be odd and at most ", weight.size(2), ", got ", kernel);
-  TORCH_CHECK(stride >= 1, "elastic_dwconv: stride must be positive");
-  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), 0, 0, kernel, stride, kernel / 2,
-             (weight.size(2) - kernel) / 2, weight.size(2)};
-  g.ho = (g.h + 2 * g.pad - kernel) / stride + 1;
-  g.wo = (g.w + 2 * g.pad - kernel) / stride + 1;
-  return g;
-}
+using dwconv::Geometry;
+using dwconv::check;
 
 void check_cpu_dtype(const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,

@@ -12,6 +12,8 @@
 // block reduction over (n, oh, ow) per (c, i, j), in acc_t, split over a few blocks whose partial sums a second
 // kernel adds in a fixed order (deterministic, no atomics); entries outside the centre window or beyond the C
 // channels used stay zero.
+#include "../elastic_dwconv.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -30,9 +32,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct Geometry {
-  int64_t n, c, h, w, ho, wo, kernel, stride, pad, off, full;
-};
+using dwconv::Geometry;
 
 // The weight's strides (dims 0, 2, 3), so it is read in place whatever its layout.
 struct WeightStrides {
@@ -40,24 +40,11 @@ struct WeightStrides {
 };
 
 Geometry check(const at::Tensor& x, const at::Tensor& weight, int64_t kernel, int64_t stride) {
-  TORCH_CHECK(x.dim() == 4, "elastic_dwconv: x must be 4-D [N, C, H, W], got ", x.dim(), "-D");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == 1 && weight.size(2) == weight.size(3),
-              "elastic_dwconv: weight must be [Cmax, 1, K, K]");
-  TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "elastic_dwconv: x and weight dtypes differ");
+  const Geometry g = dwconv::check(x, weight, kernel, stride);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble || x.scalar_type() == at::kHalf ||
                   x.scalar_type() == at::kBFloat16,
               "elastic_dwconv: the CUDA kernel takes float32, float64, float16 or bfloat16");
-  TORCH_CHECK(x.is_cuda() && weight.device() == x.device(), "elastic_dwconv: x and weight must be on the same ",
-              "CUDA device, got ", x.device(), " and ", weight.device());
-  TORCH_CHECK(x.size(1) <= weight.size(0), "elastic_dwconv: x has ", x.size(1), " channels, weight only ",
-              weight.size(0));
-  TORCH_CHECK(kernel > 0 && kernel % 2 == 1 && kernel <= weight.size(2),
-              "elastic_dwconv: kernel must be odd and at most ", weight.size(2), ", got ", kernel);
-  TORCH_CHECK(stride >= 1, "elastic_dwconv: stride must be positive");
-  Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), 0, 0, kernel, stride, kernel / 2,
-             (weight.size(2) - kernel) / 2, weight.size(2)};
-  g.ho = (g.h + 2 * g.pad - kernel) / stride + 1;
-  g.wo = (g.w + 2 * g.pad - kernel) / stride + 1;
+  TORCH_CHECK(x.is_cuda(), "elastic_dwconv: the CUDA kernel got x on ", x.device());
   return g;
 }
 
@@ -74,52 +61,46 @@ unsigned int blocks_for(int64_t total) {
   return static_cast<unsigned int>(std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 20));
 }
 
-// ---------------------------------------------------------------------------------------------------- forward
+// ------------------------------------------------------------------------------------- element addressing
 
-// One thread per output element; `idx` walks the output in NCHW order (ow fastest).
-template <typename scalar_t>
-__global__ void forward_nchw(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
-                             scalar_t* __restrict__ out, Geometry g, WeightStrides ws, int64_t total) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += int64_t{blockDim.x} * gridDim.x) {
-    const int64_t ow = idx % g.wo;
-    const int64_t oh = (idx / g.wo) % g.ho;
-    const int64_t plane = idx / (g.wo * g.ho);  // n * C + c
-    const int64_t c = plane % g.c;
-    const scalar_t* xin = x + plane * g.h * g.w;
-    const scalar_t* wk = w + c * ws.c + g.off * ws.i + g.off * ws.j;
-    const int64_t ih0 = oh * g.stride - g.pad;
-    const int64_t iw0 = ow * g.stride - g.pad;
-    acc_t acc = 0;
-    for (int64_t i = 0; i < g.kernel; ++i) {
-      const int64_t ih = ih0 + i;
-      if (ih < 0 || ih >= g.h) continue;
-      for (int64_t j = 0; j < g.kernel; ++j) {
-        const int64_t iw = iw0 + j;
-        if (iw < 0 || iw >= g.w) continue;
-        acc += static_cast<acc_t>(xin[ih * g.w + iw]) * static_cast<acc_t>(wk[i * ws.i + j * ws.j]);
-      }
-    }
-    out[idx] = static_cast<scalar_t>(acc);
-  }
+// One element of an [N, C, rows, cols] tensor stored NCHW or NHWC (kNhwc): its coordinates from its flat index in
+// memory order, so that neighbouring threads touch neighbouring memory in both layouts.
+struct Element {
+  int64_t n, c, r, q;
+};
+
+template <bool kNhwc>
+__device__ __forceinline__ Element split(int64_t idx, int64_t channels, int64_t rows, int64_t cols) {
+  if (kNhwc) return {idx / (channels * cols * rows), idx % channels, (idx / (channels * cols)) % rows, (idx / channels) % cols};
+  return {idx / (cols * rows * channels), (idx / (cols * rows)) % channels, (idx / cols) % rows, idx % cols};
 }
 
-// One thread per output element; `idx` walks the output in NHWC order (c fastest), which is its memory order.
-template <typename scalar_t>
-__global__ void forward_nhwc(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w,
-                             scalar_t* __restrict__ out, Geometry g, WeightStrides ws, int64_t total) {
+// Offset of position (0, 0) of channel c of image n, and the step between neighbouring positions of a channel.
+template <bool kNhwc>
+__device__ __forceinline__ int64_t plane_origin(int64_t n, int64_t c, int64_t channels, int64_t rows, int64_t cols) {
+  return kNhwc ? n * rows * cols * channels + c : (n * channels + c) * rows * cols;
+}
+
+template <bool kNhwc>
+__device__ __forceinline__ int64_t position_step(int64_t channels) {
+  return kNhwc ? channels : 1;
+}
+
+// ---------------------------------------------------------------------------------------------------- forward
+
+// One thread per output element, in the output's memory order.
+template <typename scalar_t, bool kNhwc>
+__global__ void forward(const scalar_t* __restrict__ x, const scalar_t* __restrict__ w, scalar_t* __restrict__ out,
+                        Geometry g, WeightStrides ws, int64_t total) {
   using acc_t = at::opmath_type<scalar_t>;
+  const int64_t step = position_step<kNhwc>(g.c);
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{blockDim.x} * gridDim.x) {
-    const int64_t c = idx % g.c;
-    const int64_t ow = (idx / g.c) % g.wo;
-    const int64_t oh = (idx / (g.c * g.wo)) % g.ho;
-    const int64_t n = idx / (g.c * g.wo * g.ho);
-    const scalar_t* xin = x + n * g.h * g.w * g.c + c;
-    const scalar_t* wk = w + c * ws.c + g.off * ws.i + g.off * ws.j;
-    const int64_t ih0 = oh * g.stride - g.pad;
-    const int64_t iw0 = ow * g.stride - g.pad;
+    const Element e = split<kNhwc>(idx, g.c, g.ho, g.wo);
+    const scalar_t* xin = x + plane_origin<kNhwc>(e.n, e.c, g.c, g.h, g.w);
+    const scalar_t* wk = w + e.c * ws.c + g.off * ws.i + g.off * ws.j;
+    const int64_t ih0 = e.r * g.stride - g.pad;
+    const int64_t iw0 = e.q * g.stride - g.pad;
     acc_t acc = 0;
     for (int64_t i = 0; i < g.kernel; ++i) {
       const int64_t ih = ih0 + i;
@@ -127,7 +108,7 @@ __global__ void forward_nhwc(const scalar_t* __restrict__ x, const scalar_t* __r
       for (int64_t j = 0; j < g.kernel; ++j) {
         const int64_t iw = iw0 + j;
         if (iw < 0 || iw >= g.w) continue;
-        acc += static_cast<acc_t>(xin[(ih * g.w + iw) * g.c]) * static_cast<acc_t>(wk[i * ws.i + j * ws.j]);
+        acc += static_cast<acc_t>(xin[(ih * g.w + iw) * step]) * static_cast<acc_t>(wk[i * ws.i + j * ws.j]);
       }
     }
     out[idx] = static_cast<scalar_t>(acc);
@@ -145,54 +126,25 @@ __device__ __forceinline__ int64_t source(int64_t in, int64_t t, int64_t pad, in
   return o < size ? o : -1;
 }
 
-// One thread per input element (NCHW order); it sums grad * w over the outputs it fed.
-template <typename scalar_t>
-__global__ void grad_x_nchw(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ w,
-                            scalar_t* __restrict__ grad_x, Geometry g, WeightStrides ws, int64_t total) {
+// One thread per input element, in memory order; it sums grad * w over the outputs it fed.
+template <typename scalar_t, bool kNhwc>
+__global__ void grad_x_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ w,
+                              scalar_t* __restrict__ grad_x, Geometry g, WeightStrides ws, int64_t total) {
   using acc_t = at::opmath_type<scalar_t>;
+  const int64_t step = position_step<kNhwc>(g.c);
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{blockDim.x} * gridDim.x) {
-    const int64_t iw = idx % g.w;
-    const int64_t ih = (idx / g.w) % g.h;
-    const int64_t plane = idx / (g.w * g.h);
-    const int64_t c = plane % g.c;
-    const scalar_t* go = grad + plane * g.ho * g.wo;
-    const scalar_t* wk = w + c * ws.c + g.off * ws.i + g.off * ws.j;
+    const Element e = split<kNhwc>(idx, g.c, g.h, g.w);
+    const scalar_t* go = grad + plane_origin<kNhwc>(e.n, e.c, g.c, g.ho, g.wo);
+    const scalar_t* wk = w + e.c * ws.c + g.off * ws.i + g.off * ws.j;
     acc_t acc = 0;
     for (int64_t i = 0; i < g.kernel; ++i) {
-      const int64_t oh = source(ih, i, g.pad, g.stride, g.ho);
+      const int64_t oh = source(e.r, i, g.pad, g.stride, g.ho);
       if (oh < 0) continue;
       for (int64_t j = 0; j < g.kernel; ++j) {
-        const int64_t ow = source(iw, j, g.pad, g.stride, g.wo);
+        const int64_t ow = source(e.q, j, g.pad, g.stride, g.wo);
         if (ow < 0) continue;
-        acc += static_cast<acc_t>(go[oh * g.wo + ow]) * static_cast<acc_t>(wk[i * ws.i + j * ws.j]);
-      }
-    }
-    grad_x[idx] = static_cast<scalar_t>(acc);
-  }
-}
-
-// One thread per input element (NHWC order, c fastest).
-template <typename scalar_t>
-__global__ void grad_x_nhwc(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ w,
-                            scalar_t* __restrict__ grad_x, Geometry g, WeightStrides ws, int64_t total) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += int64_t{blockDim.x} * gridDim.x) {
-    const int64_t c = idx % g.c;
-    const int64_t iw = (idx / g.c) % g.w;
-    const int64_t ih = (idx / (g.c * g.w)) % g.h;
-    const int64_t n = idx / (g.c * g.w * g.h);
-    const scalar_t* go = grad + n * g.ho * g.wo * g.c + c;
-    const scalar_t* wk = w + c * ws.c + g.off * ws.i + g.off * ws.j;
-    acc_t acc = 0;
-    for (int64_t i = 0; i < g.kernel; ++i) {
-      const int64_t oh = source(ih, i, g.pad, g.stride, g.ho);
-      if (oh < 0) continue;
-      for (int64_t j = 0; j < g.kernel; ++j) {
-        const int64_t ow = source(iw, j, g.pad, g.stride, g.wo);
-        if (ow < 0) continue;
-        acc += static_cast<acc_t>(go[(oh * g.wo + ow) * g.c]) * static_cast<acc_t>(wk[i * ws.i + j * ws.j]);
+        acc += static_cast<acc_t>(go[(oh * g.wo + ow) * step]) * static_cast<acc_t>(wk[i * ws.i + j * ws.j]);
       }
     }
     grad_x[idx] = static_cast<scalar_t>(acc);
@@ -332,11 +284,8 @@ at::Tensor elastic_dwconv_cuda(const at::Tensor& x_in, const at::Tensor& weight,
     const auto* xp = x.const_data_ptr<scalar_t>();
     const auto* wp = weight.const_data_ptr<scalar_t>();
     auto* op = out.mutable_data_ptr<scalar_t>();
-    if (nhwc) {
-      forward_nhwc<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(xp, wp, op, g, strides_of(weight), total);
-    } else {
-      forward_nchw<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(xp, wp, op, g, strides_of(weight), total);
-    }
+    auto* kernel_fn = nhwc ? forward<scalar_t, true> : forward<scalar_t, false>;
+    kernel_fn<<<blocks_for(total), kThreads, 0, stream>>>(xp, wp, op, g, strides_of(weight), total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -367,13 +316,8 @@ std::tuple<at::Tensor, at::Tensor> elastic_dwconv_backward_cuda(const at::Tensor
     auto* gwp = grad_w.mutable_data_ptr<scalar_t>();
     const int64_t total_x = grad_x.numel();
     if (total_x > 0) {
-      if (nhwc) {
-        grad_x_nhwc<scalar_t><<<blocks_for(total_x), kThreads, 0, stream>>>(gp, wp, gxp, g, strides_of(weight),
-                                                                            total_x);
-      } else {
-        grad_x_nchw<scalar_t><<<blocks_for(total_x), kThreads, 0, stream>>>(gp, wp, gxp, g, strides_of(weight),
-                                                                            total_x);
-      }
+      auto* kernel_fn = nhwc ? grad_x_kernel<scalar_t, true> : grad_x_kernel<scalar_t, false>;
+      kernel_fn<<<blocks_for(total_x), kThreads, 0, stream>>>(gp, wp, gxp, g, strides_of(weight), total_x);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     // grad_w: partial sums per split, then one ordered sum per (c, tap).
