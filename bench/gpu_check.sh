@@ -4,7 +4,9 @@
 # 1. a CUDA build of torch 2.14.1 (pip-installed unless one is already importable) and the test dependencies;
 # 2. the extension built in place with its CUDA kernels (sm_90 only, for speed; TORCH_CUDA_ARCH_LIST overrides);
 # 3. the CUDA tests against the pure-PyTorch reference (`pytest tests -k cuda`);
-# 4. bench/dwconv_cuda.py: our kernel vs F.conv2d(groups=C) on the sliced weight, ratios > 1 = ours faster.
+# 4. bench/dwconv_cuda.py: our kernel vs F.conv2d(groups=C) on the sliced weight, ratios > 1 = ours faster;
+# 5. bench/latency_accuracy.py on cuda:0: build a GPU latency table (CUDA events) at batch 1 and 4 and
+#    validate it on 100 random subnets (target: >= 95% within 10%, Kendall tau >= 0.9).
 # PYTHON picks the interpreter (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,4 +39,7 @@ stamp "CUDA tests done (exit ${status})"
 
 "$py" bench/dwconv_cuda.py
 stamp "bench done"
+
+"$py" bench/latency_accuracy.py --device cuda:0 --batch-sizes 1,4 --out runs/bench-latency-gpu || status=$?
+stamp "latency table validated (exit ${status})"
 exit "$status"

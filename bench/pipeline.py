@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.latency import time_call  # noqa: E402
+from search.timing import Timer, TimingSettings  # noqa: E402
 from supernet.checkpoint import PRETRAINED, load_supernet  # noqa: E402
 from supernet.model import Supernet  # noqa: E402
 from supernet.space import get_space  # noqa: E402
@@ -42,8 +42,9 @@ def forward_ratio(supernet: Supernet, arch: dict, batch: int, repeats: int) -> t
     supernet = supernet.to(memory_format=CL).eval()
     supernet.set_active(arch)
     static = supernet.extract(arch).to(memory_format=CL).eval()
-    dynamic_ms = time_call(lambda: supernet(x), CPU, 5, repeats)["median_ms"]
-    static_ms = time_call(lambda: static(x), CPU, 5, repeats)["median_ms"]
+    timer = Timer(CPU, TimingSettings(warmup=5, repeats=repeats, threads=0, reference_probe=False))
+    dynamic_ms = timer(lambda: supernet(x))["median_ms"]
+    static_ms = timer(lambda: static(x))["median_ms"]
     return dynamic_ms, static_ms
 
 

@@ -3,7 +3,8 @@
 With no other flag it searches the supernet shipped in the package, on Fashion-MNIST's validation split,
 against this device's latency table (measured on first use, then cached). Candidates whose predicted latency
 breaks the budget are rejected by the table before they are evaluated. At the end the best candidates are
-timed end to end on the device; the winner is the most accurate one whose *measured* latency meets the
+timed end to end on the device, exactly as the table was (same runtime, batch, threads and reference probe),
+and printed with their predicted latency; the winner is the most accurate one whose *measured* latency meets the
 budget (if none does, the result says so plainly).
 
 Writes ``OUT/results.json`` (winner, every evaluated architecture, the resolved config), ``OUT/search.png``
@@ -24,8 +25,9 @@ from supernet.errors import UserError, run_cli
 from supernet.io import write_json
 from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator
 from search.evolution import regularized_evolution
-from search.latency import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, measure_model, parse_device, table_for
+from search.latency import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, parse_device, table_for
 from search.plot import plot_search
+from search.timing import RUNTIMES, TimingSettings
 
 
 @dataclass
@@ -40,6 +42,7 @@ class EvolveConfig:
     allow_foreign_table: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = DEFAULT_THREADS
+    runtime: str = "eager"
     population: int = 12
     generations: int = 6
     children: int = 6
@@ -65,6 +68,7 @@ def parse_args(argv: list[str] | None) -> EvolveConfig:
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="latency batch size")
     parser.add_argument("--threads", type=int, default=d.threads,
                         help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=d.runtime, help="latency runtime (eager or torchscript)")
     parser.add_argument("--population", type=int, default=d.population)
     parser.add_argument("--generations", type=int, default=d.generations)
     parser.add_argument("--children", type=int, default=d.children, help="architectures bred per generation")
@@ -94,7 +98,8 @@ def evolve(config: EvolveConfig, command: list[str]) -> dict[str, Any]:
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000))
-    table = table_for(space.config, device, batch_size=config.batch_size, threads=config.threads,
+    table = table_for(space.config, device, batch_size=config.batch_size,
+                      settings=TimingSettings(threads=config.threads, runtime=config.runtime),
                       path=config.table, allow_foreign=config.allow_foreign_table)
     smallest = table.predict(space.smallest())
     if smallest > config.latency_ms:
@@ -111,13 +116,19 @@ def evolve(config: EvolveConfig, command: list[str]) -> dict[str, Any]:
         record.metrics["predicted_latency_ms"] = table.predict(record.arch)
 
     ranked = sorted(history, key=lambda r: -r.metrics["val_top1"])
-    winner = None
+    winner, verified, timer = None, [], table.timer(device)
     for record in ranked[:config.verify]:
-        timing = measure_model(supernet.extract(record.arch), table.input_shape(), device,
-                               threads=table.fingerprint.get("threads"))
+        timing = table.measure(supernet.extract(record.arch), device, timer)
         record.metrics["measured_latency_ms"] = timing["median_ms"]
         record.metrics["measured_spread_ms"] = timing["spread_ms"]
-        if timing["median_ms"] <= config.latency_ms:
+        verified.append({"arch": record.key, "val_top1": record.metrics["val_top1"],
+                         "predicted_latency_ms": record.metrics["predicted_latency_ms"],
+                         "measured_latency_ms": timing["median_ms"],
+                         "meets_budget": timing["median_ms"] <= config.latency_ms})
+        print(f"verify   predicted {record.metrics['predicted_latency_ms']:6.2f} ms   measured {timing['median_ms']:6.2f} ms"
+              f"   {'within' if verified[-1]['meets_budget'] else 'OVER'} budget   val top1 "
+              f"{record.metrics['val_top1']:.4f}   {record.key}")
+        if verified[-1]["meets_budget"]:
             winner = record
             break
     meets = winner is not None
@@ -127,6 +138,7 @@ def evolve(config: EvolveConfig, command: list[str]) -> dict[str, Any]:
         "winner": {**winner.to_dict(), "meets_budget": meets},
         "checkpoint": {"path": config.checkpoint, "command": meta.get("command")},
         "table": {"path": str(table.path), "fingerprint": table.fingerprint},
+        "verified": verified,
         "evaluations": len(history),
         "history": [r.to_dict() for r in history],
         "config": dataclasses.asdict(config),

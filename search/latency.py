@@ -1,50 +1,61 @@
 """Latency lookup tables: time every piece of every subnet once on a device, then predict any subnet.
 
 ``python -m search.latency build --device cpu`` times each unit of the space (the stem, the head and every
-kernel/expand choice at every block position) in isolation, with warm-up and the median of repeats, and
-writes a versioned JSON table keyed by a device fingerprint (CPU model or GPU name, threads, torch version,
-batch size, dtype, runtime). A subnet's predicted latency is the sum of its units' medians.
+kernel/expand choice at every block position) after warm-up, as the median of repeats paired with a
+reference probe (see :mod:`search.timing`: this is what keeps tables steady on machines whose speed moves),
+then times a few random subnets end to end and fits ``scale * sum + offset`` from the sum of their units'
+medians to their measured latency. A subnet's predicted latency is that corrected sum. The table is a
+versioned JSON file keyed by a device fingerprint (CPU model and instruction sets or GPU, driver and CUDA,
+torch version, threads, dtype, batch size, runtime).
 
-The default setting is a batch of 4 images on one thread (eager PyTorch, float32, channels-last): one core
-serving small batches, which times far more steadily on this shared 2-core machine than two threads do. With
-it the ``mbv3`` space spans about 6.5 ms (smallest subnet) to 17.5 ms (largest) here, so ``--latency-ms 10``
-splits the space: the largest subnet is over budget and the smallest is under.
+The default setting is a batch of 4 images on one thread, eager PyTorch, float32, channels-last: one core
+serving small batches. On this project's machine the ``mbv3`` space spans about 8 ms (smallest subnet) to
+19 ms (largest) in it, so ``--latency-ms 10`` splits the space.
 
-``show TABLE`` prints a table's fingerprint and coverage. Tables live in the cache folder
-(``$ONESHOT_CACHE`` or ``~/.cache/oneshot-nas``) unless ``--out`` names a file; an interrupted build keeps
-what it measured and resumes.
+- ``show TABLE`` prints a table's fingerprint, coverage and correction.
+- ``validate`` times random subnets end to end and prints how far to trust the table (MAPE, share within
+  5%/10%, Kendall tau, worst cases; FLOPs as a baseline predictor); writes JSON and a scatter plot.
+- ``calibrate TABLE MEASUREMENTS`` refits the correction with latencies measured elsewhere (deployed subnets).
+
+Tables live in the cache folder (``$ONESHOT_CACHE`` or ``~/.cache/oneshot-nas``) unless a path is given; an
+interrupted build or validation keeps what it measured and resumes.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import os
 import platform
-import statistics
+import random
+import re
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from search.accuracy import agreement, fit_affine, format_row
+from search.plot import scatter_png
+from search.timing import RUNTIMES, Timer, TimingSettings, prepare
 from supernet.errors import UserError, run_cli
 from supernet.io import read_json, write_json
 from supernet.kernels import lut_sum
-from supernet.model import unit_keys, units
-from supernet.sampler import MetricTable
+from supernet.model import Subnet, unit_keys, units
+from supernet.sampler import MetricTable, flops_params_table, score_python
 from supernet.space import Space, SpaceConfig, get_space
 
 FORMAT = "oneshot-nas/latency-table"
-VERSION = 1
+VERSION = 2
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_THREADS = 1
-DEFAULT_WARMUP = 10
-DEFAULT_REPEATS = 30
+DEFAULT_CALIBRATION_SUBNETS = 20
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+             "asimd", "sve")
 
 
 # ---- devices --------------------------------------------------------------------------------------
@@ -66,27 +77,41 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
-def _cpu_model() -> str:
+def _cpu_info() -> tuple[str, list[str]]:
+    """CPU model name and the vector instruction sets (of :data:`ISA_FLAGS`) it has."""
+    model, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return model or platform.processor() or platform.machine(), [f for f in ISA_FLAGS if f in flags]
 
 
-def fingerprint(device: torch.device, batch_size: int, threads: int | None = DEFAULT_THREADS) -> dict[str, Any]:
+def _nvidia_driver() -> str:
+    try:
+        match = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d[\d.]*)", Path("/proc/driver/nvidia/version").read_text())
+    except OSError:
+        return "unknown"
+    return match.group(1) if match else "unknown"
+
+
+def fingerprint(device: torch.device, batch_size: int, settings: TimingSettings = TimingSettings()) -> dict[str, Any]:
     """What must match for a table's numbers to hold: hardware, software and measurement setting."""
     info: dict[str, Any] = {"device": device.type, "torch": torch.__version__,
-                            "threads": threads or torch.get_num_threads(),
-                            "batch_size": batch_size, "dtype": "float32", "runtime": "eager",
-                            "memory_format": "channels_last"}
+                            "threads": settings.threads or torch.get_num_threads(), "batch_size": batch_size,
+                            "dtype": "float32", "runtime": settings.runtime, "memory_format": "channels_last"}
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", driver=_nvidia_driver(),
+                    cuda=torch.version.cuda)
     else:
-        info["cpu"] = _cpu_model()
+        info["cpu"], info["cpu_isa"] = _cpu_info()
     return info
 
 
@@ -99,90 +124,72 @@ def cache_dir() -> Path:
     return Path(root) / "latency"
 
 
-def default_table_path(config: SpaceConfig, fp: Mapping[str, Any]) -> Path:
-    """Cache file for a space on a fingerprinted device: one file per (space, device, setting)."""
-    key = hashlib.sha256(json.dumps(dict(fp), sort_keys=True).encode()).hexdigest()[:12]
+def default_table_path(config: SpaceConfig, fp: Mapping[str, Any], settings: TimingSettings = TimingSettings()) -> Path:
+    """Cache file for a space on a fingerprinted device and setting: one file per combination."""
+    key = hashlib.sha256(json.dumps([dict(fp), dataclasses.asdict(settings)], sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / f"{config.name}-{space_hash(config)}-{fp['device']}-{key}.json"
 
 
-# ---- timing ---------------------------------------------------------------------------------------
-def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median and spread (inter-quartile range) in milliseconds of ``repeats`` calls after ``warmup``."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        sync()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append((time.perf_counter() - start) * 1000)
-    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median_ms": statistics.median(times), "spread_ms": quartiles[2] - quartiles[0], "count": len(times)}
+def make_probe(config: SpaceConfig, batch_size: int, device: torch.device, runtime: str):
+    """The reference probe of :mod:`search.timing`: the space's smallest subnet with seed-0 weights and input."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = Subnet(config, Space(config).smallest())
+        return prepare(module, (batch_size, config.in_channels, config.input_size, config.input_size), device, runtime)
 
 
-def prepare(module: nn.Module, shape: Iterable[int], device: torch.device) -> Callable[[], object]:
-    """A no-argument call running ``module`` in eval mode on a random input of ``shape``."""
-    module = module.to(device, memory_format=torch.channels_last).eval()
-    x = torch.rand(*shape, device=device).contiguous(memory_format=torch.channels_last)
-    return lambda: module(x)
-
-
-class _Threads:
-    """Run with ``n`` torch threads (or leave them be), restoring the previous count afterwards."""
-
-    def __init__(self, n: int | None):
-        self.n, self.previous = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.previous)
-
-
-def measure_model(model: nn.Module, input_shape: Iterable[int], device: torch.device, *,
-                  threads: int | None = DEFAULT_THREADS,
-                  warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS) -> dict[str, float]:
-    """End-to-end latency of a whole model, timed exactly as table entries are."""
-    with _Threads(threads):
-        return time_call(prepare(model, input_shape, device), device, warmup, repeats)
+def sample_archs(space: Space, count: int, stream: str) -> list[dict[str, int]]:
+    """``count`` random architectures from a named, reproducible stream (calibration and validation differ)."""
+    return [space.sample(random.Random(f"{stream}-{i}")) for i in range(count)]
 
 
 # ---- tables ---------------------------------------------------------------------------------------
 class LatencyTable:
-    """A loaded, checked table; :meth:`predict` sums the medians of an architecture's units."""
+    """A loaded, checked table; :meth:`predict` is the corrected sum of an architecture's unit medians."""
 
     def __init__(self, data: dict[str, Any], path: Path | None = None):
         self.data, self.path = data, path
         self.entries: dict[str, dict[str, float]] = data["entries"]
         self.space = Space(SpaceConfig.from_dict(data["space"]))
+        correction = data.get("correction") or {"scale": 1.0, "offset_ms": 0.0}
+        self.scale, self.offset_ms = float(correction["scale"]), float(correction["offset_ms"])
         config = self.space.config
         self._choices = [(k, e) for k in config.kernels for e in config.expands]
-        blocks = [[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
-                  for s in range(len(config.stages)) for b in range(self.space.max_depth)]
-        fixed = self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
-        self._lut = torch.tensor([[fixed] + [0.0] * (len(self._choices) - 1)] + blocks,
-                                 dtype=torch.float64).unsqueeze(-1)  # [slots, choices, 1] for lut_sum
 
     @property
     def fingerprint(self) -> dict[str, Any]:
         return self.data["fingerprint"]
 
     @property
+    def settings(self) -> TimingSettings:
+        names = {f.name for f in dataclasses.fields(TimingSettings)}
+        return TimingSettings(**{k: v for k, v in self.data.get("settings", {}).items() if k in names})
+
+    @property
     def batch_size(self) -> int:
         return int(self.fingerprint["batch_size"])
 
+    @property
+    def probe_ms(self) -> float | None:
+        probe = self.data.get("probe")
+        return float(probe["ms"]) if probe else None
+
+    def unit_sum(self, arch: Mapping[str, int]) -> float:
+        """The plain sum of ``arch``'s unit medians, before the correction."""
+        return sum(self.entries[key]["median_ms"] for key in unit_keys(self.space, arch))
+
     def predict(self, arch: Mapping[str, int]) -> float:
         """Predicted latency of ``arch`` in milliseconds."""
-        return sum(self.entries[key]["median_ms"] for key in unit_keys(self.space, arch))
+        return self.scale * self.unit_sum(arch) + self.offset_ms
 
     def predict_many(self, archs: Iterable[Mapping[str, int]]) -> torch.Tensor:
         """Predicted latencies of many architectures in one :func:`supernet.kernels.lut_sum` call."""
-        slots = 1 + len(self.space.config.stages) * self.space.max_depth
+        config = self.space.config
+        blocks = [[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
+                  for s in range(len(config.stages)) for b in range(self.space.max_depth)]
+        fixed = self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
+        lut = torch.tensor([[fixed] + [0.0] * (len(self._choices) - 1)] + blocks, dtype=torch.float64).unsqueeze(-1)
+        slots = 1 + len(config.stages) * self.space.max_depth
         codes = []
         for arch in archs:
             code = [0] + [-1] * (slots - 1)  # slot 0: stem + head, always present
@@ -190,12 +197,13 @@ class LatencyTable:
                 code[1 + s * self.space.max_depth + b] = self._choices.index((k, e))
             codes.append(code)
         indices = torch.tensor(codes, dtype=torch.int64).reshape(len(codes), slots)
-        return lut_sum(indices, self._lut).squeeze(-1)
+        return self.scale * lut_sum(indices, lut).squeeze(-1) + self.offset_ms
 
     def metric_table(self) -> MetricTable:
-        """The ``"latency_ms"`` :class:`supernet.sampler.MetricTable` of this table, for the batch sampler/scorer.
+        """The ``"latency_ms"`` :class:`supernet.sampler.MetricTable` of this table (correction included).
 
-        Blocks ``[S, D, C, 1]`` (choice ``c = kernel_idx * len(expands) + expand_idx``), base = stem + head.
+        Blocks ``[S, D, C, 1]`` (choice ``c = kernel_idx * len(expands) + expand_idx``) scaled, base = the
+        scaled stem + head plus the offset: the same affine prediction as :meth:`predict`.
         """
         config = self.space.config
         blocks = torch.tensor([[[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
@@ -203,15 +211,30 @@ class LatencyTable:
                               dtype=torch.float64).unsqueeze(-1)
         base = torch.tensor([self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]],
                             dtype=torch.float64)
-        return MetricTable(("latency_ms",), blocks, base)
+        return MetricTable(("latency_ms",), self.scale * blocks, self.scale * base + self.offset_ms)
 
     def input_shape(self) -> tuple[int, ...]:
         config = self.space.config
         return (self.batch_size, config.in_channels, config.input_size, config.input_size)
 
+    def timer(self, device: torch.device) -> Timer:
+        """A timer that measures on ``device`` exactly as this table's entries were measured."""
+        settings = self.settings
+        probe = make_probe(self.space.config, self.batch_size, device, settings.runtime) if settings.reference_probe else None
+        return Timer(device, settings, probe, self.probe_ms)
+
+    def measure(self, module: nn.Module, device: torch.device, timer: Timer | None = None) -> dict[str, float]:
+        """End-to-end latency of a whole model, timed as this table's entries (same runtime, batch, probe)."""
+        timer = timer or self.timer(device)
+        return timer(prepare(module, self.input_shape(), device, self.settings.runtime))
+
 
 def expected_keys(config: SpaceConfig) -> list[str]:
     return [key for key, _, _ in units(config)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value >= 0
 
 
 def _check(data: Any, path: Path) -> dict[str, Any]:
@@ -221,20 +244,31 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     if data.get("version") != VERSION:
         raise UserError(f"latency table {path} has schema version {data.get('version')!r}; this tool reads "
                         f"version {VERSION}: rebuild it with `python -m search.latency build`")
-    for key, kind in (("space", dict), ("fingerprint", dict), ("entries", dict), ("settings", dict)):
+    for key, kind in (("space", dict), ("fingerprint", dict), ("entries", dict), ("settings", dict),
+                      ("calibration", list)):
         if not isinstance(data.get(key), kind):
             raise UserError(f"latency table {path} lacks a valid {key!r} field; rebuild it")
     for key, entry in data["entries"].items():
-        ok = isinstance(entry, dict) and all(
-            isinstance(entry.get(f), (int, float)) and not isinstance(entry.get(f), bool) and entry[f] >= 0
-            for f in ("median_ms", "spread_ms", "count"))
-        if not ok:
+        if not (isinstance(entry, dict) and all(_is_number(entry.get(f)) for f in ("median_ms", "spread_ms", "count"))):
             raise UserError(f"latency table {path}: entry {key!r} is malformed; rebuild the table")
-    config = SpaceConfig.from_dict(data["space"])
+    try:
+        config = SpaceConfig.from_dict(data["space"])
+        names = {f.name for f in dataclasses.fields(TimingSettings)}
+        TimingSettings(**{k: v for k, v in data["settings"].items() if k in names})
+    except (TypeError, ValueError, KeyError) as err:
+        raise UserError(f"latency table {path} has a malformed space or settings ({err}); rebuild it") from None
+    if data["settings"].get("reference_probe") and not (isinstance(data.get("probe"), dict)
+                                                        and _is_number(data["probe"].get("ms"))):
+        raise UserError(f"latency table {path} lacks its reference probe's speed; rebuild it")
     missing = [k for k in expected_keys(config) if k not in data["entries"]]
-    if missing:
-        raise UserError(f"latency table {path} is incomplete ({len(missing)} entries missing, e.g. "
-                        f"{missing[0]!r}); finish it with `python -m search.latency build` and the same flags")
+    if missing or not data.get("complete"):
+        raise UserError(f"latency table {path} is incomplete ({len(missing)} unit entries missing"
+                        f"{', e.g. ' + repr(missing[0]) if missing else ', calibration unfinished'}); finish it with "
+                        "`python -m search.latency build` and the same flags")
+    correction = data.get("correction")
+    if not (isinstance(correction, dict) and _is_number(correction.get("scale"))
+            and isinstance(correction.get("offset_ms"), (int, float)) and correction["scale"] > 0):
+        raise UserError(f"latency table {path} has a malformed correction; rebuild it or rerun calibrate")
     return data
 
 
@@ -248,10 +282,10 @@ def load_table(path: str | os.PathLike, *, device: torch.device | None = None, s
         raise UserError(f"latency table {path} is for another search space ({table.space.name!r}, "
                         f"{space_hash(table.space.config)}); build one for this supernet's space")
     if device is not None:
-        here = fingerprint(device, table.batch_size, table.fingerprint.get("threads"))
-        diff = [k for k in here if k not in ("torch",) and here[k] != table.fingerprint.get(k)]
+        here = fingerprint(device, table.batch_size, table.settings)
+        diff = [k for k in here if k != "torch" and here[k] != table.fingerprint.get(k)]
         if diff and not allow_foreign:
-            raise UserError(f"latency table {path} was measured on another device ({diff[0]}: "
+            raise UserError(f"latency table {path} was measured on another device or setting ({diff[0]}: "
                             f"{table.fingerprint.get(diff[0])!r}, here {here[diff[0]]!r}); build one here or "
                             "pass --allow-foreign-table")
         if diff:
@@ -262,92 +296,310 @@ def load_table(path: str | os.PathLike, *, device: torch.device | None = None, s
     return table
 
 
-def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
-                threads: int | None = DEFAULT_THREADS, warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
-                out: str | os.PathLike | None = None, progress: bool = True) -> LatencyTable:
-    """Measure every unit of ``config`` on ``device`` and write the table atomically.
+def refit(data: dict[str, Any]) -> None:
+    """Fit ``data``'s correction to its calibration points (measured vs sum of unit medians)."""
+    table = LatencyTable({**data, "correction": None})
+    points = data["calibration"]
+    sums = [table.unit_sum(table.space.parse(p["arch"])) for p in points]
+    scale, offset = fit_affine(sums, [p["measured_ms"] for p in points])
+    data["correction"] = {"scale": scale, "offset_ms": offset, "points": len(points)}
 
-    The partial table is rewritten every few entries, so an interrupted build resumes where it stopped.
+
+def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                settings: TimingSettings = TimingSettings(), calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS,
+                out: str | os.PathLike | None = None, progress: bool = True) -> LatencyTable:
+    """Measure every unit of ``config`` on ``device``, then the calibration subnets; write atomically.
+
+    The partial table is rewritten as it grows, so an interrupted build resumes where it stopped.
     """
-    if batch_size <= 0 or warmup < 0 or repeats <= 0:
-        raise UserError("--batch-size and --repeats must be positive and --warmup not negative")
-    fp = fingerprint(device, batch_size, threads)
-    path = Path(out) if out else default_table_path(config, fp)
-    settings = {"warmup": warmup, "repeats": repeats}
-    data = {"format": FORMAT, "version": VERSION, "space": config.to_dict(), "fingerprint": fp,
-            "settings": settings, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "entries": {}, "complete": False}
-    if path.exists():
-        try:
-            old = read_json(path, "latency table")
-        except UserError:
-            old = None
-        if (isinstance(old, dict) and old.get("format") == FORMAT and old.get("version") == VERSION
-                and old.get("fingerprint") == fp and old.get("space") == json.loads(json.dumps(config.to_dict()))
-                and old.get("settings") == settings and isinstance(old.get("entries"), dict)):
-            data["entries"] = old["entries"]
+    if batch_size <= 0 or calibration_subnets < 0:
+        raise UserError("--batch-size must be positive and --calibration-subnets not negative")
+    fp = fingerprint(device, batch_size, settings)
+    path = Path(out) if out else default_table_path(config, fp, settings)
+    recipe = {**dataclasses.asdict(settings), "calibration_subnets": calibration_subnets}
+    space = Space(config)
+    data: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION, "space": config.to_dict(), "fingerprint": fp, "settings": recipe,
+        "probe": None, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "entries": {}, "calibration": [], "correction": None, "complete": False}
+    old = _resumable(path, data)
+    if old:
+        data.update(probe=old["probe"], created=old["created"], entries=old["entries"], calibration=old["calibration"])
+    probe = make_probe(config, batch_size, device, settings.runtime) if settings.reference_probe else None
+    timer = Timer(device, settings, probe, data["probe"]["ms"] if data["probe"] else None)
+    if probe is not None and data["probe"] is None:
+        data["probe"] = {"arch": space.to_string(space.smallest()), "seed": 0, "ms": timer.probe_speed()}
     todo = [(key, build, shape) for key, build, shape in units(config) if key not in data["entries"]]
     torch.manual_seed(0)
-    with _Threads(threads):
-        for number, (key, build, shape) in enumerate(
-                tqdm(todo, desc=f"latency table ({device})", unit="unit", disable=not progress), 1):
-            data["entries"][key] = time_call(prepare(build(), (batch_size, *shape), device), device, warmup, repeats)
-            if number % 10 == 0:
-                write_json(path, data)
+    for number, (key, build, shape) in enumerate(
+            tqdm(todo, desc=f"latency table ({device})", unit="unit", disable=not progress), 1):
+        data["entries"][key] = timer(prepare(build(), (batch_size, *shape), device, settings.runtime))
+        if number % 10 == 0:
+            write_json(path, data)
+    write_json(path, data)
+    table = LatencyTable(data)
+    done = {p["arch"] for p in data["calibration"]}
+    archs = [a for a in sample_archs(space, calibration_subnets, "calibration") if space.to_string(a) not in done]
+    for arch in tqdm(archs, desc="calibration subnets", unit="subnet", disable=not progress):
+        timing = table.measure(Subnet(config, arch), device, timer)
+        data["calibration"].append({"arch": space.to_string(arch), "measured_ms": timing["median_ms"],
+                                    "raw_median_ms": timing["raw_median_ms"], "source": "build"})
+        write_json(path, data)
+    refit(data)
     data["complete"] = True
     write_json(path, data)
     return LatencyTable(_check(data, path), path)
 
 
+def _resumable(path: Path, fresh: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The partial table at ``path`` if it was started with exactly the same space, device and recipe."""
+    if not path.exists():
+        return None
+    try:
+        old = read_json(path, "latency table")
+    except UserError:
+        return None
+    same = isinstance(old, dict) and all(old.get(k) == json.loads(json.dumps(fresh[k]))
+                                         for k in ("format", "version", "fingerprint", "space", "settings"))
+    if not same or not isinstance(old.get("entries"), dict) or not isinstance(old.get("calibration"), list):
+        return None
+    return old
+
+
 def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
-              threads: int | None = DEFAULT_THREADS, path: str | os.PathLike | None = None,
-              allow_foreign: bool = False) -> LatencyTable:
+              settings: TimingSettings = TimingSettings(), path: str | os.PathLike | None = None,
+              allow_foreign: bool = False, build: bool = True) -> LatencyTable:
     """The table to search against: ``path`` if given, else this device's cached table, built if missing."""
     if path:
         return load_table(path, device=device, space=config, allow_foreign=allow_foreign)
-    fp = fingerprint(device, batch_size, threads)
-    cached = default_table_path(config, fp)
+    cached = default_table_path(config, fingerprint(device, batch_size, settings), settings)
     if cached.exists():
         try:
             return load_table(cached, device=device, space=config)
         except UserError as err:
+            if not build:
+                raise
             print(f"rebuilding cached latency table: {err}", file=sys.stderr)
+    if not build:
+        raise UserError(f"no latency table for this device and setting yet ({cached}); build one with "
+                        f"`python -m search.latency build --device {device} --batch-size {batch_size}` "
+                        "(and the same --threads/--runtime)")
     print(f"no latency table for this device yet: measuring one ({cached})", file=sys.stderr)
-    return build_table(config, device, batch_size=batch_size, threads=threads, out=cached)
+    return build_table(config, device, batch_size=batch_size, settings=settings, out=cached)
+
+
+# ---- validation and calibration -------------------------------------------------------------------
+def _measurement_id(table: LatencyTable) -> str:
+    """Identifies what a table measured (not its correction, which calibrate changes)."""
+    what = [table.fingerprint, table.data["settings"], table.data.get("probe"), table.entries]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, seed: int = 0,
+             out: str | os.PathLike = "runs/latency-validation", progress: bool = True) -> dict[str, Any]:
+    """Time ``subnets`` random subnets end to end as the table was timed; compare with its predictions.
+
+    Writes ``OUT/validation.json`` (every subnet, the figures per predictor) and ``OUT/validation.png``.
+    Measurements are kept as they are made, and reused by a later run with the same table and seed.
+    """
+    if subnets < 2:
+        raise UserError(f"--subnets must be at least 2 (rank correlation needs pairs), got {subnets}")
+    out = Path(out)
+    space, config = table.space, table.space.config
+    key = {"table": _measurement_id(table), "seed": seed}
+    previous: dict[str, dict[str, Any]] = {}
+    if (out / "validation.json").exists():
+        try:
+            old = read_json(out / "validation.json", "validation")
+            if isinstance(old, dict) and old.get("key") == key:
+                previous = {row["arch"]: row for row in old.get("subnets", [])}
+        except (UserError, KeyError, TypeError):
+            previous = {}
+    archs = sample_archs(space, subnets, f"validate-{seed}")
+    timer = table.timer(device)
+    flops_table = flops_params_table(config)
+    rows: list[dict[str, Any]] = []
+    for arch in tqdm(archs, desc=f"validating on {device}", unit="subnet", disable=not progress):
+        name = space.to_string(arch)
+        row = previous.get(name)
+        if row is None:
+            torch.manual_seed(len(rows))
+            timing = table.measure(Subnet(config, arch), device, timer)
+            row = {"arch": name, "measured_ms": timing["median_ms"], "spread_ms": timing["spread_ms"],
+                   "raw_median_ms": timing["raw_median_ms"]}
+            previous[name] = row
+        row.update(predicted_ms=table.predict(arch), unit_sum_ms=table.unit_sum(arch),
+                   flops=score_python(space, arch, flops_table)[0])
+        rows.append(row)
+        if len(rows) % 10 == 0:
+            write_json(out / "validation.json", {"key": key, "complete": False, "subnets": rows})
+    measured = [r["measured_ms"] for r in rows]
+    flops_fit = fit_affine([r["flops"] for r in rows], measured)
+    predictors = {
+        f"table (corrected, {table.data['correction'].get('points', 0)} points)": [r["predicted_ms"] for r in rows],
+        "table (sum of unit medians)": [r["unit_sum_ms"] for r in rows],
+        "FLOPs (affine fit to these subnets)": [flops_fit[0] * r["flops"] + flops_fit[1] for r in rows]}
+    figures = {name: agreement(values, measured) for name, values in predictors.items()}
+    calibrated_on = {p["arch"] for p in table.data["calibration"]}
+    result = {"key": key, "complete": True, "table": str(table.path), "fingerprint": table.fingerprint,
+              "settings": table.data["settings"], "probe": table.data.get("probe"), "seed": seed,
+              "correction": table.data["correction"], "flops_fit": {"scale": flops_fit[0], "offset_ms": flops_fit[1]},
+              "in_calibration": sum(r["arch"] in calibrated_on for r in rows),
+              "figures": figures, "subnets": rows}
+    write_json(out / "validation.json", result)
+    fp = table.fingerprint
+    scatter_png(out / "validation.png", measured, predictors,
+                f"{space.name} on {fp.get('gpu') or fp.get('cpu')}: batch {fp['batch_size']}, "
+                f"{fp['threads']} thread(s), {fp['runtime']}; {len(rows)} random subnets")
+    return result
+
+
+def report(result: Mapping[str, Any]) -> None:
+    """Print a validation's figures, worst cases and context."""
+    fp, rows = result["fingerprint"], result["subnets"]
+    how = "against the table's reference probe" if result["settings"].get("reference_probe") else "wall clock"
+    print(f"{len(rows)} random subnets timed end to end on {fp['device']} (batch {fp['batch_size']}, "
+          f"{fp['threads']} thread(s), {fp['runtime']}; {how})")
+    for name, figures in result["figures"].items():
+        print(format_row(name, figures))
+    name, figures = next(iter(result["figures"].items()))
+    print(f"worst cases, {name}:")
+    for case in figures["worst"]:
+        row = rows[case["index"]]
+        print(f"  {case['error_pct']:+6.1f}%  predicted {row['predicted_ms']:7.3f} ms  measured "
+              f"{row['measured_ms']:7.3f} ms  {row['arch']}")
+    raw = [r["raw_median_ms"] / r["measured_ms"] for r in rows]
+    if result["settings"].get("reference_probe"):
+        print(f"machine speed while validating: wall-clock medians were {min(raw):.2f}x to {max(raw):.2f}x the "
+              "probe-referenced ones")
+    if result["in_calibration"]:
+        print(f"note: {result['in_calibration']} of these subnets were among the table's calibration points")
+
+
+def read_measurements(path: str | os.PathLike, space: Space) -> list[dict[str, Any]]:
+    """Measured latencies from a file: a list of ``{"arch", "latency_ms"}`` or a ``validation.json``."""
+    data = read_json(path, "measurements")
+    rows = data.get("subnets") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not rows:
+        raise UserError(f"measurements {path} must be a non-empty JSON list of {{\"arch\": ..., \"latency_ms\": ...}} "
+                        "or a validation.json")
+    points = []
+    for i, row in enumerate(rows):
+        value = row.get("latency_ms", row.get("measured_ms")) if isinstance(row, dict) else None
+        if not isinstance(row, dict) or "arch" not in row or not _is_number(value) or value <= 0:
+            raise UserError(f"measurements {path}: entry {i} needs an \"arch\" and a positive \"latency_ms\"")
+        try:
+            arch = space.parse(row["arch"])
+        except UserError as err:
+            raise UserError(f"measurements {path}: entry {i}: {err}") from None
+        points.append({"arch": space.to_string(arch), "measured_ms": float(value), "source": "calibrate"})
+    return points
+
+
+def calibrate(table: LatencyTable, points: list[dict[str, Any]], out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Add measured points to the table's calibration, refit its correction and write it (atomically).
+
+    A subnet measured again replaces its earlier point. Returns the figures on ``points`` before and after.
+    """
+    space = table.space
+    archs = [space.parse(p["arch"]) for p in points]
+    measured = [p["measured_ms"] for p in points]
+    before = agreement([table.predict(a) for a in archs], measured)
+    data = json.loads(json.dumps(table.data))
+    new = {p["arch"] for p in points}
+    data["calibration"] = [p for p in data["calibration"] if p["arch"] not in new] + points
+    refit(data)
+    path = Path(out) if out else table.path
+    write_json(path, data)
+    updated = LatencyTable(data, path)
+    after = agreement([updated.predict(a) for a in archs], measured)
+    return {"before": before, "after": after, "correction_before": table.data["correction"],
+            "correction_after": data["correction"], "path": str(path)}
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
+    parser.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="eager", help="eager PyTorch or TorchScript")
+
+
+def _settings(args: argparse.Namespace) -> TimingSettings:
+    try:
+        return TimingSettings(warmup=getattr(args, "warmup", 10), repeats=getattr(args, "repeats", 30),
+                              threads=args.threads, runtime=args.runtime,
+                              reference_probe=getattr(args, "reference_probe", True))
+    except ValueError as err:
+        raise UserError(f"bad timing flags: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m search.latency", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="measure a table on a device")
-    build.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
-    build.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
-    build.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    build.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                       help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
-    build.add_argument("--warmup", type=int, default=DEFAULT_WARMUP)
-    build.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    _setting_flags(build)
+    build.add_argument("--warmup", type=int, default=TimingSettings.warmup)
+    build.add_argument("--repeats", type=int, default=TimingSettings.repeats)
+    build.add_argument("--reference-probe", action=argparse.BooleanOptionalAction, default=True,
+                       help="pair every timed call with a reference probe (default: on; see search.timing)")
+    build.add_argument("--calibration-subnets", type=int, default=DEFAULT_CALIBRATION_SUBNETS,
+                       help="random subnets timed end to end to fit the correction")
     build.add_argument("--out", default=None, help="table file (default: the cache folder)")
-    show = commands.add_parser("show", help="print a table's fingerprint and coverage")
+    show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
     show.add_argument("table")
+    check = commands.add_parser("validate", help="time random subnets end to end and compare with the table")
+    _setting_flags(check)
+    check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
+    check.add_argument("--allow-foreign-table", action="store_true",
+                       help="accept a table measured on another device, with a warning")
+    check.add_argument("--subnets", type=int, default=100, help="random subnets to time (default 100)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--out", default="runs/latency-validation", help="folder for validation.json/.png")
+    fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies")
+    fix.add_argument("table")
+    fix.add_argument("measurements", help="JSON list of {\"arch\", \"latency_ms\"}, or a validation.json")
+    fix.add_argument("--out", default=None, help="write the calibrated table here (default: in place)")
     args = parser.parse_args(argv)
 
     if args.command == "build":
-        space = get_space(args.space)
-        table = build_table(space.config, parse_device(args.device), batch_size=args.batch_size,
-                            threads=args.threads, warmup=args.warmup, repeats=args.repeats, out=args.out)
+        table = build_table(get_space(args.space).config, parse_device(args.device), batch_size=args.batch_size,
+                            settings=_settings(args), calibration_subnets=args.calibration_subnets, out=args.out)
         print(f"wrote {table.path}")
         describe(table)
-    else:
+    elif args.command == "show":
         describe(load_table(args.table))
+    elif args.command == "validate":
+        device = parse_device(args.device)
+        table = table_for(get_space(args.space).config, device, batch_size=args.batch_size,
+                          settings=_settings(args), path=args.table, allow_foreign=args.allow_foreign_table,
+                          build=False)
+        result = validate(table, device, subnets=args.subnets, seed=args.seed, out=args.out)
+        report(result)
+        print(f"wrote {Path(args.out) / 'validation.json'} and {Path(args.out) / 'validation.png'}")
+    else:
+        table = load_table(args.table)
+        change = calibrate(table, read_measurements(args.measurements, table.space), args.out)
+        old, new = change["correction_before"], change["correction_after"]
+        print(f"correction: {old['scale']:.4f} * sum + {old['offset_ms']:.3f} ms ({old.get('points', 0)} points) -> "
+              f"{new['scale']:.4f} * sum + {new['offset_ms']:.3f} ms ({new['points']} points)")
+        print(format_row("on these measurements, before", change["before"]))
+        print(format_row("on these measurements, after", change["after"]))
+        print(f"wrote {change['path']}")
 
 
 def describe(table: LatencyTable) -> None:
-    """Print fingerprint, coverage and the predicted range of the space."""
+    """Print fingerprint, coverage, correction and the predicted range of the space."""
     print(json.dumps(table.fingerprint, indent=2))
     expected = expected_keys(table.space.config)
-    print(f"space {table.space.name}: {len(table.entries)}/{len(expected)} units measured")
+    probe = table.data.get("probe")
+    print(f"space {table.space.name}: {len(table.entries)}/{len(expected)} units measured"
+          + (f"; reference probe {probe['ms']:.3f} ms" if probe else "; wall-clock timing (no probe)"))
+    c = table.data["correction"]
+    print(f"correction: {c['scale']:.4f} * sum of units + {c['offset_ms']:.3f} ms, fitted on {c.get('points', 0)} "
+          f"subnets timed end to end")
     print(f"predicted latency: smallest {table.predict(table.space.smallest()):.2f} ms, "
           f"largest {table.predict(table.space.largest()):.2f} ms")
 

@@ -1,9 +1,12 @@
-"""Pictures of search results, for people: accuracy against latency with the budget and the winner marked."""
+"""Pictures for people: search results (accuracy against latency, budget and winner marked) and latency-table
+validation (predicted against measured latency)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from supernet.io import atomic_write
 
@@ -33,8 +36,43 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_title(f"{winner['arch_string']}", fontsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG atomically and release it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+def scatter_png(path: str | os.PathLike, measured: Sequence[float], predictors: Mapping[str, Sequence[float]],
+                title: str) -> Path:
+    """Predicted against measured latency for each predictor, with the +-10% band around the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(measured, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(5.6, 5.2), dpi=120)
+    lo, hi = float(m.min()) * 0.85, float(m.max()) * 1.15
+    for values in predictors.values():
+        lo, hi = min(lo, float(np.min(values)) * 0.95), max(hi, float(np.max(values)) * 1.05)
+    line = np.array([lo, hi])
+    ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.12, label="within 10%")
+    ax.plot(line, line, color="black", linewidth=0.8)
+    for (name, values), marker in zip(predictors.items(), "o^sx"):
+        ax.scatter(m, values, s=12, marker=marker, alpha=0.75, label=name)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)

@@ -69,8 +69,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fake_data: Path) -> Path:
 def fast_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete but quickly measured latency table of mbv3 on this CPU."""
     from search.latency import build_table
+    from search.timing import TimingSettings
     from supernet.space import get_space
 
     path = tmp_path_factory.mktemp("table") / "cpu.json"
-    build_table(get_space("mbv3").config, torch.device("cpu"), warmup=0, repeats=1, out=path, progress=False)
+    build_table(get_space("mbv3").config, torch.device("cpu"), settings=TimingSettings(warmup=0, repeats=1),
+                calibration_subnets=3, out=path, progress=False)
     return path

@@ -62,6 +62,10 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
     assert space.to_string(winner["arch"]) == winner["arch_string"]
     assert {"val_top1", "predicted_latency_ms", "measured_latency_ms"} <= set(winner["metrics"])
     assert winner["meets_budget"] == (winner["metrics"]["measured_latency_ms"] <= budget)
+    verified = results["verified"]
+    assert verified and all(v["meets_budget"] == (v["measured_latency_ms"] <= budget) for v in verified)
+    assert not any(v["meets_budget"] for v in verified[:-1])  # the first to meet it when measured wins
+    assert result.stdout.count("verify   predicted") == len(verified)
     assert results["config"]["latency_ms"] == pytest.approx(budget, abs=1e-3)
 
     exported = tmp_path / "winner.pt"
