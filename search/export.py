@@ -44,11 +44,24 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(files["metadata.json"])
 
 
+def winner_of(results: Any, scenario: str | None, path: str, space: Any) -> dict[str, int]:
+    """The winning architecture of ``scenario`` (default: the first) in a search's results."""
+    try:
+        winners = results["winners"]
+        name = scenario or results["scenarios"][0]["name"]
+    except (KeyError, TypeError, IndexError):
+        raise UserError(f"{path} has no winners: is it a search.evolve or search.bo results.json?") from None
+    if name not in winners:
+        raise UserError(f"{path} has no scenario {name!r}; it has {', '.join(winners)}")
+    return space.validate(winners[name]["arch"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", help="architecture: canonical string (k5e4-k3e6|...) or JSON object")
     which.add_argument("--results", help="results.json of a search: exports its winner")
+    parser.add_argument("--scenario", default=None, help="with --results: whose winner (default: the first scenario)")
     parser.add_argument("--checkpoint", default=str(PRETRAINED), help="supernet checkpoint (default: shipped)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset for batch-norm recalibration")
     parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
@@ -62,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     space = supernet.space
     if args.results:
         results = read_json(args.results, "search results")
-        try:
-            arch = space.validate(results["winner"]["arch"])
-        except (KeyError, TypeError):
-            raise UserError(f"{args.results} has no winner architecture: is it a search.evolve results.json?") from None
+        arch = winner_of(results, args.scenario, args.results, space)
     else:
         arch = space.parse(args.arch)
     splits = load_splits(args.data, channels=space.config.in_channels, size=space.config.input_size,

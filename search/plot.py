@@ -12,28 +12,33 @@ from supernet.io import atomic_write
 
 
 def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Scatter every evaluated architecture (predicted latency, validation accuracy) into a PNG."""
+    """Every evaluated architecture (predicted latency, validation accuracy), the Pareto front, each scenario's
+    budget and winner (predicted and measured), in a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = results["history"]
-    winner = results["winner"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    ax.scatter([r["metrics"]["predicted_latency_ms"] for r in history],
-               [100 * r["metrics"]["val_top1"] for r in history],
-               s=14, c=[r["generation"] for r in history], cmap="viridis", label="evaluated (colour: generation)")
-    ax.axvline(results["budget_ms"], color="tab:red", linestyle="--", label=f"budget {results['budget_ms']:g} ms")
-    m = winner["metrics"]
-    ax.scatter([m["predicted_latency_ms"]], [100 * m["val_top1"]], marker="*", s=220, color="tab:orange",
-               edgecolor="black", zorder=3, label="winner (predicted)")
-    if "measured_latency_ms" in m:
-        ax.scatter([m["measured_latency_ms"]], [100 * m["val_top1"]], marker="x", s=80, color="black",
-                   zorder=3, label="winner (measured)")
-    ax.set_xlabel("latency (ms)")
+    history, metric = results["history"], results["latency_metric"]
+    by_key = {r["arch_string"]: r for r in history}
+    fig, ax = plt.subplots(figsize=(6.8, 4.6), dpi=120)
+    ax.scatter([r["metrics"][metric] for r in history], [100 * r["metrics"]["val_top1"] for r in history],
+               s=12, c=[r["generation"] for r in history], cmap="viridis", label="evaluated (colour: generation)")
+    front = [by_key[k] for k in results["pareto_front"] if k in by_key]
+    front.sort(key=lambda r: r["metrics"][metric])
+    ax.step([r["metrics"][metric] for r in front], [100 * r["metrics"]["val_top1"] for r in front], where="post",
+            color="tab:gray", linewidth=1, label="Pareto front")
+    colours = plt.get_cmap("tab10")
+    for i, scenario in enumerate(results["scenarios"]):
+        w = results["winners"][scenario["name"]]
+        colour = colours(i % 10)
+        ax.axvline(scenario["latency_ms"], color=colour, linestyle="--", linewidth=1)
+        ax.scatter([w["predicted_latency_ms"]], [100 * w["metrics"]["val_top1"]], marker="*", s=200, color=colour,
+                   edgecolor="black", zorder=3, label=f"{scenario['name']} winner (predicted)")
+        ax.scatter([w["measured_latency_ms"]], [100 * w["metrics"]["val_top1"]], marker="x", s=60, color="black",
+                   zorder=3)
+    ax.set_xlabel(f"predicted latency (ms), {metric.split('@')[-1]}; x: measured")
     ax.set_ylabel("validation top-1 (%)")
-    ax.set_title(f"{winner['arch_string']}", fontsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)

@@ -14,6 +14,7 @@ Spaces are registered by name (:func:`register_space`) and built with :func:`get
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import re
@@ -102,20 +103,7 @@ class Space:
     # ---- validation and canonical forms -------------------------------------------------------
     def validate(self, arch: Mapping[str, Any]) -> Arch:
         """Return a clean copy of ``arch`` in key order, or raise :class:`UserError` naming the bad entry."""
-        if not isinstance(arch, Mapping):
-            raise UserError(f"an architecture must be a dict of choices, got {type(arch).__name__}")
-        unknown = [k for k in arch if k not in self.choices]
-        if unknown:
-            raise UserError(f"architecture key {unknown[0]!r} is not in space {self.name!r}")
-        clean: Arch = {}
-        for key, options in self.choices.items():
-            if key not in arch:
-                raise UserError(f"architecture is missing key {key!r} (space {self.name!r})")
-            value = arch[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value not in options:
-                raise UserError(f"architecture value {key}={value!r} is not one of {list(options)}")
-            clean[key] = value
-        return clean
+        return check_choices(self.choices, arch, self.name)
 
     def blocks(self, arch: Arch) -> Iterator[tuple[int, int, int, int]]:
         """Yield ``(stage, block, kernel, expand)`` for the active blocks of a validated ``arch``."""
@@ -208,6 +196,28 @@ class Space:
         per_stage = sum(per_block ** d for d in self.config.depths)
         return per_stage ** self.num_stages
 
+    def encode(self, arch: Mapping[str, Any]) -> list[float]:
+        """Numeric features for surrogate models: each stage's depth rank, then per block slot the kernel and
+        expand ranks in (0, 1] when the block is active and 0 when it is not (so inactive choices add no noise)."""
+        arch = self.validate(arch)
+        c = self.config
+        out: list[float] = []
+        for s in range(self.num_stages):
+            depth = arch[f"stage{s + 1}.depth"]
+            out.append(c.depths.index(depth) / max(len(c.depths) - 1, 1))
+            for b in range(self.max_depth):
+                active = b < depth
+                out.append((c.kernels.index(arch[f"stage{s + 1}.block{b}.kernel"]) + 1) / len(c.kernels) if active else 0.0)
+                out.append((c.expands.index(arch[f"stage{s + 1}.block{b}.expand"]) + 1) / len(c.expands) if active else 0.0)
+        return out
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every distinct network once (inactive blocks at the smallest options), in a fixed order."""
+        pairs = [(k, e) for k in self.config.kernels for e in self.config.expands]
+        stage_options = [blocks for d in self.config.depths for blocks in itertools.product(pairs, repeat=d)]
+        for stages in itertools.product(stage_options, repeat=self.num_stages):
+            yield self.from_string("|".join("-".join(f"k{k}e{e}" for k, e in blocks) for blocks in stages))
+
     def to_indices(self, arch: Mapping[str, Any]) -> list[int]:
         """Numeric encoding: the option index of every key, in key order."""
         arch = self.validate(arch)
@@ -225,6 +235,27 @@ class Space:
                 raise UserError(f"option index {index} of {key} is outside [0, {len(options)})")
             arch[key] = options[index]
         return arch
+
+
+def check_choices(choices: Mapping[str, tuple[Any, ...]], arch: Any, space_name: str) -> dict[str, Any]:
+    """``arch`` as a clean dict in the key order of ``choices``, or a :class:`UserError` naming the bad entry.
+
+    A value must be one of its key's options and of the same kind (``True`` is not the option ``1``).
+    """
+    if not isinstance(arch, Mapping):
+        raise UserError(f"an architecture must be a dict of choices, got {type(arch).__name__}")
+    unknown = [k for k in arch if k not in choices]
+    if unknown:
+        raise UserError(f"architecture key {unknown[0]!r} is not in space {space_name!r}")
+    clean: dict[str, Any] = {}
+    for key, options in choices.items():
+        if key not in arch:
+            raise UserError(f"architecture is missing key {key!r} (space {space_name!r})")
+        value = arch[key]
+        if value not in options or not any(type(value) is type(o) and value == o for o in options):
+            raise UserError(f"architecture value {key}={value!r} is not one of {list(options)}")
+        clean[key] = value
+    return clean
 
 
 # ---- registry -------------------------------------------------------------------------------------

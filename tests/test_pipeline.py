@@ -51,22 +51,27 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
     out = tmp_path / "search"
     result = run_module("search.evolve", "--latency-ms", f"{budget:.3f}", "--checkpoint", str(tiny_run / "final.pt"),
                         "--data", str(fake_data), "--table", str(fast_table), "--population", "4",
-                        "--generations", "2", "--children", "2", "--tournament", "2", "--calibration-size", "32",
+                        "--evaluations", "8", "--children", "2", "--tournament", "2", "--calibration-size", "32",
                         "--out", str(out))
-    assert "winner" in result.stdout and "measured" in result.stdout
     results = json.loads((out / "results.json").read_text())
     assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["evaluations"] == 8 == len(results["history"])
-    assert all(r["metrics"]["predicted_latency_ms"] <= budget for r in results["history"])
-    winner = results["winner"]
+    assert all(r["metrics"]["latency_ms@cpu"] <= budget for r in results["history"])
+    (name,) = results["winners"]
+    winner = results["winners"][name]
+    assert name == f"cpu:{budget:.3f}".rstrip("0") or name.startswith("cpu:")
     assert space.to_string(winner["arch"]) == winner["arch_string"]
-    assert {"val_top1", "predicted_latency_ms", "measured_latency_ms"} <= set(winner["metrics"])
-    assert winner["meets_budget"] == (winner["metrics"]["measured_latency_ms"] <= budget)
-    verified = results["verified"]
+    assert {"val_top1", "latency_ms@cpu", "flops", "params"} <= set(winner["metrics"])
+    assert winner["meets_budget"] == (winner["measured_latency_ms"] <= budget)
+    verified = winner["verified"]
     assert verified and all(v["meets_budget"] == (v["measured_latency_ms"] <= budget) for v in verified)
     assert not any(v["meets_budget"] for v in verified[:-1])  # the first to meet it when measured wins
-    assert result.stdout.count("verify   predicted") == len(verified)
-    assert results["config"]["latency_ms"] == pytest.approx(budget, abs=1e-3)
+    assert result.stdout.count("verify ") == len(verified) and "measured" in result.stdout
+    front = [r for r in results["history"] if r["arch_string"] in results["pareto_front"]]
+    assert front and all(not any(o["metrics"]["val_top1"] > f["metrics"]["val_top1"]
+                                 and o["metrics"]["latency_ms@cpu"] < f["metrics"]["latency_ms@cpu"]
+                                 for o in results["history"]) for f in front)
+    assert results["config"]["scenarios"][0]["latency_ms"] == pytest.approx(budget, abs=1e-3)
 
     exported = tmp_path / "winner.pt"
     run_module("search.export", "--results", str(out / "results.json"), "--checkpoint", str(tiny_run / "final.pt"),
@@ -91,6 +96,10 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
 
 @pytest.mark.parametrize("args, message", [
     (["search.evolve", "--latency-ms", "-1"], "--latency-ms must be a positive"),
+    (["search.bo", "--scenarios", "cpu:fast", "--checkpoint", "CKPT"], "scenario 'cpu:fast' is not DEVICE:BUDGET_MS"),
+    (["search.evolve", "--scenarios", "tpu:5", "--checkpoint", "CKPT"], "unknown device 'tpu'"),
+    (["search.evolve", "--latency-ms", "10", "--max-flops", "0"], "--max-flops must be positive"),
+    (["search.export", "--results", "RESULTS", "--scenario", "cpu:1"], "has no scenario 'cpu:1'"),
     (["search.evolve", "--latency-ms", "10", "--checkpoint", "/nonexistent.pt"], "checkpoint /nonexistent.pt does not exist"),
     (["search.export", "--arch", "k3e3|bad", "--checkpoint", "CKPT"], "architecture string"),
     (["supernet.train", "--epochs", "0"], "--epochs must be positive"),
@@ -99,8 +108,41 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args: list, message: str) -> None:
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((tiny_run / "final.pt").read_bytes()[:5000])
-    args = [str(tiny_run / "final.pt") if a == "CKPT" else str(corrupt) if a == "CORRUPT" else a for a in args]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"scenarios": [{"name": "cpu:10"}], "winners": {"cpu:10": {}}}))
+    args = [str(tiny_run / "final.pt") if a == "CKPT" else str(corrupt) if a == "CORRUPT" else
+            str(results) if a == "RESULTS" else a for a in args]
     result = run_module(*args, check=False)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_bo_serves_several_scenarios_and_a_rerun_resumes(tmp_path: Path, tiny_run: Path, fake_data: Path,
+                                                         fast_table: Path) -> None:
+    table = load_table(fast_table)
+    space = load_supernet(tiny_run / "final.pt")[0].space
+    low, high = table.predict(space.smallest()), table.predict(space.largest())
+    budgets = [low + (high - low) * f for f in (0.3, 0.7)]
+    max_params = 1.2e6
+    args = ["search.bo", "--scenarios", ",".join(f"cpu:{b:.3f}" for b in budgets), "--evaluations", "4",
+            "--initial", "2", "--pool", "20", "--max-params", str(max_params), "--checkpoint", str(tiny_run / "final.pt"),
+            "--data", str(fake_data), "--table", str(fast_table), "--calibration-size", "32", "--verify", "2",
+            "--out", str(tmp_path / "bo")]
+    run_module(*args)
+    results = json.loads((tmp_path / "bo" / "results.json").read_text())
+    assert [s["name"] for s in results["scenarios"]] == list(results["winners"]) and len(results["winners"]) == 2
+    for scenario in results["scenarios"]:
+        winner = results["winners"][scenario["name"]]
+        assert winner["metrics"]["latency_ms@cpu"] <= scenario["latency_ms"] and winner["metrics"]["params"] <= max_params
+    assert all(r["metrics"]["params"] <= max_params for r in results["history"])
+    assert 4 <= results["evaluations"] <= 8  # the second scenario may reuse the first's evaluations
+    journal = tmp_path / "bo" / "journal.json"
+    stamp = journal.stat().st_mtime_ns
+    run_module(*args)  # everything is in the journal: replayed, nothing evaluated, the same result
+    again = json.loads((tmp_path / "bo" / "results.json").read_text())
+    assert journal.stat().st_mtime_ns == stamp
+    assert again["history"] == results["history"]
+    assert {k: w["arch_string"] for k, w in again["winners"].items()} == {k: w["arch_string"] for k, w in results["winners"].items()}
+    clash = run_module(*args[:-1], str(tmp_path / "bo"), "--seed", "9", check=False)
+    assert clash.returncode == 2 and "belongs to a different search (seed differs)" in clash.stderr

@@ -1,0 +1,196 @@
+"""A search problem as algorithms see it: a space, an evaluator, bounds on metrics, and a journal.
+
+- The *evaluator* is any callable from an architecture to a dict of metrics (the supernet's accuracy, a
+  tabular benchmark, your own function). It is the expensive part.
+- An optional *estimator* returns cheap metrics (table latency, FLOPs, params) known before evaluating.
+- *Bounds* constrain metrics. A bound on an estimated metric is checked before evaluation, so an infeasible
+  candidate is redrawn and never costs an evaluation; a bound on an evaluated metric marks the record
+  infeasible afterwards.
+- The *journal* keeps every evaluation in a JSON file, rewritten atomically after each one. Algorithms are
+  deterministic given their seed and the metrics they see, so a search restarted on its journal replays
+  the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
+  the finished result equals that of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from tqdm import tqdm
+
+from search.space import Arch, SearchSpace
+from supernet.errors import UserError
+from supernet.io import read_json, write_json
+
+Metrics = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """``lower <= metrics[metric] <= upper`` (either side optional)."""
+
+    metric: str
+    upper: float | None = None
+    lower: float | None = None
+
+    def holds(self, metrics: Mapping[str, Any]) -> bool:
+        value = metrics[self.metric]
+        return (self.upper is None or value <= self.upper) and (self.lower is None or value >= self.lower)
+
+    def __str__(self) -> str:
+        parts = [f"{self.lower:g} <=" if self.lower is not None else "", self.metric,
+                 f"<= {self.upper:g}" if self.upper is not None else ""]
+        return " ".join(p for p in parts if p)
+
+
+@dataclass
+class Record:
+    """One evaluated architecture: its metrics (estimated and evaluated), when, and whether it is feasible."""
+
+    arch: Arch
+    key: str
+    metrics: Metrics
+    generation: int
+    feasible: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "arch_string": self.key, "metrics": self.metrics, "generation": self.generation,
+                "feasible": self.feasible}
+
+
+class Journal:
+    """Evaluations of one search, by canonical key, in a JSON file tagged with the search's identity."""
+
+    FORMAT = "oneshot-nas/search-journal"
+
+    def __init__(self, path: str | os.PathLike | None, identity: Mapping[str, Any]):
+        self.path = Path(path) if path else None
+        self.identity = dict(identity)
+        self.entries: dict[str, Metrics] = {}
+        if self.path and self.path.exists():
+            data = read_json(self.path, "search journal")
+            if not isinstance(data, dict) or data.get("format") != self.FORMAT or not isinstance(data.get("entries"), dict):
+                raise UserError(f"{self.path} is not a search journal of this tool; remove it or use another --out")
+            if data.get("identity") != _plain(self.identity):
+                differ = sorted(k for k in set(data.get("identity") or {}) | set(self.identity)
+                                if (data.get("identity") or {}).get(k) != _plain(self.identity).get(k))
+                raise UserError(f"{self.path} belongs to a different search ({', '.join(differ) or 'identity'} "
+                                "differs); use another --out, or delete it to start over")
+            self.entries = data["entries"]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: str) -> Metrics | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, metrics: Metrics) -> None:
+        self.entries[key] = metrics
+        if self.path:
+            write_json(self.path, {"format": self.FORMAT, "identity": self.identity, "entries": self.entries})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    import json
+    return json.loads(json.dumps(value))
+
+
+@dataclass
+class Problem:
+    """Everything an algorithm needs besides its own settings; collects the history as it goes."""
+
+    space: SearchSpace
+    evaluate: Callable[[Arch], Metrics]
+    bounds: Sequence[Bound] = ()
+    estimate: Callable[[Arch], Metrics] | None = None
+    journal: Journal | None = None
+    progress: bool = True
+    max_tries: int = 2000
+    history: list[Record] = field(default_factory=list)
+    replayed: int = 0
+
+    def __post_init__(self) -> None:
+        self.seen: set[str] = set()
+        self._estimates: dict[str, Metrics] = {}
+        self._bar: tqdm | None = None
+        self._metric_names: set[str] | None = None
+
+    # ---- cheap side ------------------------------------------------------------------------------
+    def estimated(self, arch: Arch) -> Metrics:
+        key = self.space.to_string(arch)
+        if key not in self._estimates:
+            self._estimates[key] = dict(self.estimate(arch)) if self.estimate else {}
+        return self._estimates[key]
+
+    def plausible(self, arch: Arch) -> bool:
+        """No bound on an estimated metric is broken (bounds on evaluated metrics are checked later)."""
+        cheap = self.estimated(arch)
+        return all(b.holds(cheap) for b in self.bounds if b.metric in cheap)
+
+    def draw(self, make: Callable[[], Arch]) -> Arch:
+        """An architecture from ``make()`` that is new and plausible; a clear error if none turns up."""
+        for _ in range(self.max_tries):
+            arch = make()
+            if self.space.to_string(arch) not in self.seen and self.plausible(arch):
+                return arch
+        bounds = ", ".join(map(str, self.bounds)) or "none"
+        raise UserError(f"no new feasible architecture in {self.max_tries} tries (bounds: {bounds}): the space "
+                        "is exhausted or the constraints are too tight; loosen them or evaluate fewer")
+
+    # ---- expensive side --------------------------------------------------------------------------
+    def run(self, arch: Arch, generation: int = 0) -> Record:
+        """Evaluate ``arch`` (or replay it from the journal) and append it to the history."""
+        key = self.space.to_string(arch)
+        metrics = self.journal.get(key) if self.journal is not None else None
+        if metrics is None:
+            metrics = {**self.estimated(arch), **self.evaluate(arch)}
+            if self.journal is not None:
+                self.journal.put(key, metrics)
+        else:
+            self.replayed += 1
+        missing = [b.metric for b in self.bounds if b.metric not in metrics]
+        if missing:
+            raise UserError(f"the bound on {missing[0]!r} names a metric that neither the evaluator nor the "
+                            f"estimator returns (they give: {', '.join(sorted(metrics))})")
+        record = Record(dict(arch), key, dict(metrics), generation, all(b.holds(metrics) for b in self.bounds))
+        self.seen.add(key)
+        self.history.append(record)
+        if self._bar is not None:
+            self._bar.update(1)
+        return record
+
+    @contextlib.contextmanager
+    def session(self, total: int, name: str) -> Iterator[None]:
+        """A progress bar over ``total`` evaluations for the duration of an algorithm."""
+        with tqdm(total=total, desc=name, unit="arch", disable=not self.progress, dynamic_ncols=True) as bar:
+            self._bar = bar
+            try:
+                yield
+            finally:
+                self._bar = None
+
+
+def value(record: Record, objective: str, maximize: bool = True) -> float:
+    """The objective as a number to maximise; infeasible records rank below every feasible one."""
+    if not record.feasible:
+        return -math.inf
+    v = float(record.metrics[objective])
+    return v if maximize else -v
+
+
+def best(records: Sequence[Record], objective: str, maximize: bool = True) -> Record | None:
+    """The feasible record with the best objective (first on ties), or None."""
+    feasible = [r for r in records if r.feasible]
+    return max(feasible, key=lambda r: value(r, objective, maximize)) if feasible else None
+
+
+def check_common(evaluations: int, seed: int) -> random.Random:
+    if not isinstance(evaluations, int) or evaluations < 1:
+        raise UserError(f"the number of evaluations must be a positive integer, got {evaluations!r}")
+    return random.Random(seed)

@@ -1,0 +1,238 @@
+"""Search the supernet for one or several deployment scenarios: what ``search.evolve`` and ``search.bo`` run.
+
+A *scenario* is a device and a latency budget (``cpu:10``: 10 ms on this CPU; ``cuda:0:5``), optionally under
+``--max-flops`` / ``--max-params``. One invocation serves every scenario from the same supernet: the
+algorithm runs once per scenario (with ``--evaluations`` each), all runs share one journal, so an
+architecture evaluated for one scenario is never evaluated again for another, and each scenario's winner is
+picked from *every* architecture evaluated. Predicted latency comes from each device's latency table; the
+best candidates of each scenario are then timed end to end as the table was, and the winner is the most
+accurate whose *measured* latency meets the budget (a result says plainly when none does).
+
+``OUT/journal.json`` is rewritten after every evaluation: rerun the same command to resume an interrupted
+search; it finishes with the same result as an uninterrupted run. Results: ``OUT/results.json`` (every
+evaluated architecture, the Pareto front of accuracy against latency, the winner of each scenario, the
+resolved config) and ``OUT/search.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator
+from search.latency import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, LatencyTable, parse_device, table_for
+from search.plot import plot_search
+from search.problem import Bound, Journal, Problem, Record
+from search.strategies import pareto_front
+from search.timing import RUNTIMES, TimingSettings
+from supernet.checkpoint import PRETRAINED, load_supernet
+from supernet.data import DEFAULT_DATA, load_splits
+from supernet.errors import UserError
+from supernet.io import write_json
+from supernet.sampler import flops_params_table, score_python
+
+
+@dataclass
+class Scenario:
+    """A latency budget on a device."""
+
+    device: str
+    latency_ms: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.device}:{self.latency_ms:g}"
+
+    @property
+    def metric(self) -> str:
+        return f"latency_ms@{self.device}"
+
+
+def parse_scenarios(text: str) -> list[Scenario]:
+    """``"cpu:5,cpu:10,cuda:0:20"`` -> scenarios; a one-line error naming the bad item otherwise."""
+    scenarios = []
+    for item in (part.strip() for part in text.split(",")):
+        device, _, budget = item.rpartition(":")
+        try:
+            latency = float(budget)
+        except ValueError:
+            latency = -1.0
+        if not device or not latency > 0:
+            raise UserError(f"scenario {item!r} is not DEVICE:BUDGET_MS (e.g. cpu:10 or cuda:0:5)")
+        scenarios.append(Scenario(str(parse_device(device)), latency))
+    if len({s.name for s in scenarios}) != len(scenarios):
+        raise UserError(f"--scenarios {text!r} names a scenario twice")
+    return scenarios
+
+
+@dataclass
+class SearchConfig:
+    """The resolved settings of a supernet search; saved with its results."""
+
+    scenarios: list[Scenario]
+    algorithm: str = "evolution"
+    evaluations: int = 48
+    max_flops: float | None = None
+    max_params: float | None = None
+    checkpoint: str = str(PRETRAINED)
+    data: str = DEFAULT_DATA
+    table: str | None = None
+    allow_foreign_table: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threads: int = DEFAULT_THREADS
+    runtime: str = "eager"
+    calibration_size: int = DEFAULT_CALIBRATION
+    verify: int = 5
+    seed: int = 0
+    out: str = "runs/evolve"
+    options: dict[str, Any] = field(default_factory=dict)  # the algorithm's own settings
+
+
+def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
+    """Flags every supernet search CLI shares."""
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on --device")
+    budget.add_argument("--scenarios", help="several DEVICE:BUDGET_MS, comma-separated (e.g. cpu:5,cpu:10,cpu:20)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N, for --latency-ms (default cpu)")
+    parser.add_argument("--evaluations", type=int, default=48, help="architectures evaluated per scenario")
+    parser.add_argument("--max-flops", type=float, default=None, help="upper bound on multiply-adds")
+    parser.add_argument("--max-params", type=float, default=None, help="upper bound on parameters")
+    parser.add_argument("--checkpoint", default=str(PRETRAINED), help="supernet checkpoint (default: shipped)")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder (default: Debian's Fashion-MNIST)")
+    parser.add_argument("--table", default=None, help="latency table file (one device only; default: cached)")
+    parser.add_argument("--allow-foreign-table", action="store_true",
+                        help="accept a table measured on another device, with a warning")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="eager", help="latency runtime")
+    parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
+                        help="training images used to recalibrate batch norm")
+    parser.add_argument("--verify", type=int, default=5, help="best candidates per scenario timed end to end")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=out, help="output folder (rerun to resume)")
+
+
+def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -> SearchConfig:
+    """Checked :class:`SearchConfig` from parsed common flags and the algorithm's own options."""
+    if args.latency_ms is not None:
+        if not args.latency_ms > 0:
+            raise UserError(f"--latency-ms must be a positive number of milliseconds, got {args.latency_ms}")
+        scenarios = [Scenario(str(parse_device(args.device)), args.latency_ms)]
+    else:
+        scenarios = parse_scenarios(args.scenarios)
+    for name in ("evaluations", "batch_size", "calibration_size", "verify"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("max_flops", "max_params"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.threads < 0:
+        raise UserError(f"--threads must not be negative, got {args.threads}")
+    if args.table and len({s.device for s in scenarios}) > 1:
+        raise UserError("--table names one table, but the scenarios use several devices: leave it out to use "
+                        "each device's cached table")
+    common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options"}
+    return SearchConfig(scenarios=scenarios, algorithm=algorithm, options=options,
+                        **{k: v for k, v in vars(args).items() if k in common})
+
+
+Algorithm = Callable[[Problem, str, int], list[Record]]  # (problem, objective, seed) -> history
+
+
+def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> dict[str, Any]:
+    """Run ``algorithm`` for every scenario of ``config``; verify, pick winners, write and return results."""
+    supernet, meta = load_supernet(config.checkpoint)
+    space = supernet.space
+    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
+                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+    settings = TimingSettings(threads=config.threads, runtime=config.runtime)
+    tables: dict[str, LatencyTable] = {}
+    for scenario in config.scenarios:
+        if scenario.device not in tables:
+            tables[scenario.device] = table_for(space.config, parse_device(scenario.device),
+                                                batch_size=config.batch_size, settings=settings, path=config.table,
+                                                allow_foreign=config.allow_foreign_table)
+        smallest = tables[scenario.device].predict(space.smallest())
+        if smallest > scenario.latency_ms:
+            raise UserError(f"scenario {scenario.name}: the budget is below the smallest subnet's predicted latency "
+                            f"({smallest:.2f} ms on {scenario.device}): raise it")
+    counts = flops_params_table(space.config)
+
+    def estimate(arch: dict) -> dict[str, float]:
+        flops, params = score_python(space, arch, counts)
+        return {**{f"latency_ms@{d}": t.predict(arch) for d, t in tables.items()}, "flops": flops, "params": params}
+
+    out = Path(config.out)
+    identity = {**dataclasses.asdict(config), "tables": {d: t.data.get("created") for d, t in tables.items()}}
+    for key in ("out", "verify"):
+        identity.pop(key)
+    journal = Journal(out / "journal.json", identity)
+    evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size)
+    fixed = [b for b in (Bound("flops", upper=config.max_flops), Bound("params", upper=config.max_params))
+             if b.upper is not None]
+    everything: dict[str, Record] = {}
+    for number, scenario in enumerate(config.scenarios):
+        problem = Problem(space, evaluator, bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed],
+                          estimate=estimate, journal=journal)
+        print(f"scenario {scenario.name}: {config.algorithm}, {config.evaluations} evaluations", file=sys.stderr)
+        for record in algorithm(problem, "val_top1", config.seed + number):
+            everything.setdefault(record.key, record)
+    history = list(everything.values())
+    winners = {s.name: _verify(s, history, tables[s.device], supernet, config, fixed) for s in config.scenarios}
+    first = config.scenarios[0].metric
+    front = pareto_front([dataclasses.replace(r, feasible=True) for r in history], [("val_top1", True), (first, False)])
+    result = {
+        "scenarios": [dataclasses.asdict(s) | {"name": s.name} for s in config.scenarios],
+        "winners": winners,
+        "pareto_front": [r.key for r in front],
+        "latency_metric": first,
+        "checkpoint": {"path": config.checkpoint, "command": meta.get("command")},
+        "tables": {d: {"path": str(t.path), "fingerprint": t.fingerprint} for d, t in tables.items()},
+        "evaluations": len(history),
+        "history": [r.to_dict() for r in history],
+        "config": dataclasses.asdict(config),
+        "command": command,
+    }
+    write_json(out / "results.json", result)
+    plot_search(result, out / "search.png")
+    for name, w in winners.items():
+        verdict = "meets" if w["meets_budget"] else "DOES NOT meet"
+        print(f"{name:>12}  {w['arch_string']}  val top1 {w['metrics']['val_top1']:.4f}  predicted "
+              f"{w['predicted_latency_ms']:.2f} ms  measured {w['measured_latency_ms']:.2f} ms ({verdict} the budget "
+              "when measured)")
+    print(f"wrote {out / 'results.json'} and {out / 'search.png'}")
+    return result
+
+
+def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supernet: Any, config: SearchConfig,
+            fixed: list[Bound]) -> dict[str, Any]:
+    """Time the best candidates of ``scenario`` end to end; the first whose measurement meets the budget wins."""
+    bound = Bound(scenario.metric, upper=scenario.latency_ms)
+    candidates = sorted((r for r in history if bound.holds(r.metrics) and all(b.holds(r.metrics) for b in fixed)),
+                        key=lambda r: -r.metrics["val_top1"])
+    if not candidates:
+        raise UserError(f"scenario {scenario.name}: no evaluated architecture meets its bounds; raise the budget "
+                        "or --evaluations")
+    device = parse_device(scenario.device)
+    timer = table.timer(device)
+    verified = []
+    for record in candidates[:config.verify]:
+        timing = table.measure(supernet.extract(record.arch), device, timer)
+        verified.append({**record.to_dict(), "predicted_latency_ms": record.metrics[scenario.metric],
+                         "measured_latency_ms": timing["median_ms"], "measured_spread_ms": timing["spread_ms"],
+                         "meets_budget": timing["median_ms"] <= scenario.latency_ms})
+        v = verified[-1]
+        print(f"verify {scenario.name:>10}  predicted {v['predicted_latency_ms']:6.2f} ms  measured "
+              f"{v['measured_latency_ms']:6.2f} ms  {'within' if v['meets_budget'] else 'OVER'} budget  "
+              f"val top1 {record.metrics['val_top1']:.4f}  {record.key}")
+        if v["meets_budget"]:
+            break
+    winner = next((v for v in verified if v["meets_budget"]), verified[0])
+    if not winner["meets_budget"]:
+        print(f"warning: scenario {scenario.name}: none of the {len(verified)} best candidates met the budget when "
+              "measured; raise --verify or rebuild the latency table", file=sys.stderr)
+    return {**winner, "budget_ms": scenario.latency_ms, "device": scenario.device, "verified": verified}
