@@ -31,6 +31,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -297,12 +298,19 @@ def load_table(path: str | os.PathLike, *, device: torch.device | None = None, s
 
 
 def refit(data: dict[str, Any]) -> None:
-    """Fit ``data``'s correction to its calibration points (measured vs sum of unit medians)."""
+    """Fit ``data``'s correction to its calibration points (measured vs sum of unit medians).
+
+    Measurements given to ``calibrate`` (deployed subnets) are the ground truth: from three of them on, the
+    fit uses only those; with fewer they join the subnets timed by the build.
+    """
     table = LatencyTable({**data, "correction": None})
     points = data["calibration"]
-    sums = [table.unit_sum(table.space.parse(p["arch"])) for p in points]
-    scale, offset = fit_affine(sums, [p["measured_ms"] for p in points])
-    data["correction"] = {"scale": scale, "offset_ms": offset, "points": len(points)}
+    given = [p for p in points if p.get("source") == "calibrate"]
+    used = given if len(given) >= 3 else points
+    sums = [table.unit_sum(table.space.parse(p["arch"])) for p in used]
+    scale, offset = fit_affine(sums, [p["measured_ms"] for p in used])
+    data["correction"] = {"scale": scale, "offset_ms": offset, "points": len(used),
+                          "source": "calibrate" if used is given else "build" if not given else "build+calibrate"}
 
 
 def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -345,10 +353,25 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
         data["calibration"].append({"arch": space.to_string(arch), "measured_ms": timing["median_ms"],
                                     "raw_median_ms": timing["raw_median_ms"], "source": "build"})
         write_json(path, data)
+    _rescale_to_typical_speed(data, timer)
     refit(data)
     data["complete"] = True
     write_json(path, data)
     return LatencyTable(_check(data, path), path)
+
+
+def _rescale_to_typical_speed(data: dict[str, Any], timer: Timer) -> None:
+    """Express ``data`` at the median probe time of this build instead of the probe's speed when it started."""
+    if not data["probe"] or not timer.probe_times:
+        return
+    typical = statistics.median(timer.probe_times)
+    factor = typical / data["probe"]["ms"]
+    for entry in data["entries"].values():
+        entry["median_ms"] *= factor
+        entry["spread_ms"] *= factor
+    for point in data["calibration"]:
+        point["measured_ms"] *= factor
+    data["probe"].update(ms=typical, calls=len(timer.probe_times))
 
 
 def _resumable(path: Path, fresh: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -107,9 +107,12 @@ def test_build_resumes_units_and_calibration(tmp_path: Path, fast_table: Path) -
     table = build_table(get_space("mbv3").config, CPU, settings=FAST, calibration_subnets=3, out=partial,
                         progress=False)
     assert len(table.entries) == len(data["entries"])
-    assert sum(e["median_ms"] == 123.0 for e in table.entries.values()) == 100
-    assert table.data["calibration"][:2] == data["calibration"][:2] and len(table.data["calibration"]) == 3
-    assert table.data["probe"] == data["probe"]
+    # Finished at the median probe speed of the resumed build: kept entries are rescaled, not remeasured.
+    factor = table.probe_ms / data["probe"]["ms"]
+    assert sum(e["median_ms"] == pytest.approx(123.0 * factor) for e in table.entries.values()) == 100
+    assert [p["measured_ms"] for p in table.data["calibration"][:2]] == pytest.approx(
+        [p["measured_ms"] * factor for p in data["calibration"][:2]])
+    assert len(table.data["calibration"]) == 3 and table.data["probe"]["arch"] == data["probe"]["arch"]
 
 
 def test_foreign_device_is_refused_unless_allowed(tmp_path: Path, fast_table: Path,
@@ -200,10 +203,17 @@ def test_validation_resumes_and_calibration_refits(tmp_path: Path, fast_table: P
     copy.write_text(fast_table.read_text())
     change = calibrate(load_table(copy), read_measurements(file, space))
     assert change["after"]["mape_pct"] < change["before"]["mape_pct"]
-    assert change["after"]["mape_pct"] < 5
-    assert load_table(copy).data["correction"]["points"] == 3 + 40
+    assert change["after"]["mape_pct"] < 1e-6  # the deployed measurements are the ground truth once given
+    correction = load_table(copy).data["correction"]
+    assert correction["points"] == 40 and correction["source"] == "calibrate"
+    assert (correction["scale"], correction["offset_ms"]) == pytest.approx((2.0, 1.0))
     again = calibrate(load_table(copy), read_measurements(file, space))  # the same subnets again: replaced
-    assert again["correction_after"]["points"] == 43
+    assert again["correction_after"]["points"] == 40 and len(load_table(copy).data["calibration"]) == 43
+    few = tmp_path / "few.json"
+    few.write_text(json.dumps([{"arch": space.to_string(a), "latency_ms": 2 * table.unit_sum(a) + 1} for a in archs[:2]]))
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(fast_table.read_text())
+    assert calibrate(load_table(fresh), read_measurements(few, space))["correction_after"]["source"] == "build+calibrate"
 
 
 def test_cli_build_show_validate_calibrate(tmp_path: Path) -> None:
@@ -223,8 +233,8 @@ def test_cli_build_show_validate_calibrate(tmp_path: Path) -> None:
     assert len(result["subnets"]) == 5 and result["complete"]
     assert (tmp_path / "v" / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     fixed = run_module("search.latency", "calibrate", str(out), str(tmp_path / "v" / "validation.json"))
-    assert "(7 points)" in fixed.stdout and "after" in fixed.stdout
-    assert json.loads(out.read_text())["correction"]["points"] == 7
+    assert "(5 points)" in fixed.stdout and "after" in fixed.stdout
+    assert json.loads(out.read_text())["correction"]["points"] == 5
 
     bad = run_module("search.latency", "build", "--device", "gpu", "--out", str(tmp_path / "x.json"), check=False)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "unknown device" in bad.stderr
