@@ -21,7 +21,7 @@ from typing import Any
 
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
-from supernet.errors import UserError, run_cli
+from supernet.errors import UserError, check_flags, run_cli
 from supernet.io import write_json
 from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator
 from search.evolution import regularized_evolution
@@ -83,11 +83,7 @@ def parse_args(argv: list[str] | None) -> EvolveConfig:
     config = EvolveConfig(**vars(parser.parse_args(argv)))
     if not config.latency_ms > 0:
         raise UserError(f"--latency-ms must be a positive number of milliseconds, got {config.latency_ms}")
-    for name in ("batch_size", "calibration_size", "verify"):
-        if getattr(config, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
-    if config.threads < 0:
-        raise UserError(f"--threads must not be negative, got {config.threads}")
+    check_flags(config, positive=("batch_size", "calibration_size", "verify"), non_negative=("threads",))
     return config
 
 
