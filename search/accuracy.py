@@ -1,7 +1,8 @@
 """How well a predictor matches measurements: the figures ``search.latency validate`` prints.
 
 Error figures are relative to the measurement: MAPE, the share of predictions within +-5% and +-10%, and
-Kendall's tau-b between predicted and measured rank orders (what a search needs: is A faster than B?).
+Kendall's tau-b between predicted and measured rank orders (what a search needs: is A faster than B?), and
+Spearman's rho for the supernet ranking bench.
 """
 from __future__ import annotations
 
@@ -19,6 +20,25 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
     denominator = np.sqrt(np.count_nonzero(dx) * np.count_nonzero(dy))
     return float(np.sum(dx * dy) / denominator) if denominator else float("nan")
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of ``values``; tied values share the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(group, weights=ranks) / counts)[group]
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the (tie-averaged) ranks."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("spearman_rho needs two 1-d sequences of the same length")
+    rx, ry = _ranks(x) - (len(x) - 1) / 2, _ranks(y) - (len(y) - 1) / 2
+    denominator = np.sqrt(np.sum(rx * rx) * np.sum(ry * ry))
+    return float(np.sum(rx * ry) / denominator) if denominator else float("nan")
 
 
 def agreement(predicted: Sequence[float], measured: Sequence[float], worst: int = 5) -> dict[str, Any]:

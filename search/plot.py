@@ -41,10 +41,10 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_ylabel("validation top-1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def _save(fig: Any, path: str | os.PathLike) -> Path:
+def save_png(fig: Any, path: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG atomically and release it."""
     import matplotlib.pyplot as plt
 
@@ -80,4 +80,4 @@ def scatter_png(path: str | os.PathLike, measured: Sequence[float], predictors: 
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -6,11 +6,21 @@ malformed architecture or a foreign checkpoint never ends in a traceback. Anythi
 from __future__ import annotations
 
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Sequence
 
 
 class UserError(Exception):
     """Bad input from the user: the message names the thing and says what to do."""
+
+
+def check_flags(values: object, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
+    """Refuse the first of the named flags (attributes of an argparse namespace or a config) that is out of range."""
+    for name in positive:
+        if getattr(values, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(values, name)}")
+    for name in non_negative:
+        if getattr(values, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(values, name)}")
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> NoReturn:

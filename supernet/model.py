@@ -116,6 +116,23 @@ class MBConv(nn.Module):
         return y
 
 
+def init_weights(model: nn.Module) -> nn.Module:
+    """Fresh weights as in MobileNetV3: Kaiming (fan-out) convolutions, N(0, 0.01) linear layers, zero biases.
+
+    The supernet starts from these; so does a subnet trained from scratch, for a like-for-like comparison.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
 class Subnet(nn.Module):
     """A plain network for one architecture; ``arch`` is kept as its canonical string."""
 
@@ -165,15 +182,7 @@ class Supernet(nn.Module):
         self.set_active(self.space.largest())
 
     def _reset_parameters(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def set_active(self, arch: Mapping[str, int]) -> Arch:
         """Make ``arch`` the subnet that ``forward`` computes; returns the validated architecture."""

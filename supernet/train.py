@@ -19,15 +19,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from supernet.checkpoint import load_checkpoint, save_checkpoint
-from supernet.data import DEFAULT_DATA, Splits, batches, load_splits
-from supernet.errors import UserError, run_cli
+from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
+from supernet.errors import UserError, check_flags, run_cli
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
@@ -59,13 +60,9 @@ class TrainConfig:
     channels_last: bool = True
 
     def validate(self) -> "TrainConfig":
-        for name in ("epochs", "batch_size", "checkpoint_every", "val_size", "calib_size"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "label_smoothing", "momentum", "warmup_steps", "random_subnets",
-                     "subset", "stop_after"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        check_flags(self, positive=("epochs", "batch_size", "checkpoint_every", "val_size", "calib_size"),
+                    non_negative=("lr", "weight_decay", "label_smoothing", "momentum", "warmup_steps",
+                                  "random_subnets", "subset", "stop_after"))
         get_space(self.space)
         return self
 
@@ -92,13 +89,30 @@ def lr_at(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * warmup * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def make_optimizer(model: Supernet, config: TrainConfig) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     """SGD with Nesterov momentum; no weight decay on batch-norm parameters and biases."""
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     return torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
                             {"params": no_decay, "weight_decay": 0.0}],
                            lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+
+
+def epoch_batches(train_set: ImageSet, config: TrainConfig, epoch: int,
+                  start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's batches from batch ``start``: order and flips depend only on ``config.seed`` and ``epoch``,
+    so a resumed run sees the batches an uninterrupted one would."""
+    seed = config.seed * 1000 + epoch
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+    return batches(train_set, config.batch_size, order=order, start=start, flip_seed=seed if config.flip else None)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, total: int) -> float:
+    """Set every parameter group's learning rate to :func:`lr_at` and return it."""
+    lr = lr_at(config, step, total)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def sandwich_step(model: Supernet, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
@@ -173,11 +187,8 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     bar = tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True)
     while step < end:
         epoch, first = divmod(step, per_epoch)
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        flip_seed = config.seed * 1000 + epoch if config.flip else None
-        for x, y in batches(train_set, config.batch_size, order=order, start=first, flip_seed=flip_seed):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(config, step, total)
+        for x, y in epoch_batches(train_set, config, epoch, start=first):
+            set_lr(optimizer, config, step, total)
             optimizer.zero_grad(set_to_none=True)
             loss = sandwich_step(model, x.contiguous(memory_format=memory_format), y, config,
                                  random.Random(f"{config.seed}-{step}"))

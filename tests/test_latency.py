@@ -2,10 +2,11 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from search.accuracy import agreement, fit_affine, kendall_tau
+from search.accuracy import agreement, fit_affine, kendall_tau, spearman_rho
 from search.latency import (DEFAULT_BATCH_SIZE, LatencyTable, build_table, calibrate, default_table_path,
                             expected_keys, fingerprint, load_table, parse_device, read_measurements, table_for,
                             validate)
@@ -85,6 +86,11 @@ def test_accuracy_figures() -> None:
     pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
     brute = sum((x[i] - x[j]) * (y[i] - y[j]) > 0 for i, j in pairs) - sum((x[i] - x[j]) * (y[i] - y[j]) < 0 for i, j in pairs)
     assert kendall_tau(x, y) == pytest.approx(brute / len(pairs))
+    # Spearman without ties: 1 - 6 sum d^2 / (n (n^2 - 1)); d = (1, 1, 1, 1, 0) -> 1 - 24 / 120
+    assert spearman_rho(x, y) == pytest.approx(0.8)
+    assert spearman_rho([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
+    # ties share the mean rank: ranks (0.5, 0.5, 2) against (0, 1, 2)
+    assert spearman_rho([1, 1, 2], [1, 2, 3]) == pytest.approx(np.corrcoef([0.5, 0.5, 2], [0, 1, 2])[0, 1])
     figures = agreement([1.0, 1.08, 0.8, 2.0], [1.0, 1.0, 1.0, 2.1])
     assert figures["within_5_pct"] == 50 and figures["within_10_pct"] == 75
     assert figures["mape_pct"] == pytest.approx(100 * (0 + 0.08 + 0.2 + 0.1 / 2.1) / 4)
