@@ -6,7 +6,8 @@
 - *Bounds* constrain metrics. A bound on an estimated metric is checked before evaluation, so an infeasible
   candidate is redrawn and never costs an evaluation; a bound on an evaluated metric marks the record
   infeasible afterwards.
-- The *journal* keeps every evaluation in a JSON file, rewritten atomically after each one. Algorithms are
+- The *journal* keeps every evaluation (and every end-to-end timing of a winner) in a JSON file, rewritten
+  atomically after each one. Algorithms are
   deterministic given their seed and the metrics they see, so a search restarted on its journal replays
   the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
   the finished result equals that of an uninterrupted run.
@@ -72,6 +73,7 @@ class Journal:
         self.path = Path(path) if path else None
         self.identity = dict(identity)
         self.entries: dict[str, Metrics] = {}
+        self.measurements: dict[str, Metrics] = {}  # end-to-end timings of verified winners, by device|arch
         if self.path and self.path.exists():
             data = read_json(self.path, "search journal")
             if not isinstance(data, dict) or data.get("format") != self.FORMAT or not isinstance(data.get("entries"), dict):
@@ -82,6 +84,7 @@ class Journal:
                 raise UserError(f"{self.path} belongs to a different search ({', '.join(differ) or 'identity'} "
                                 "differs); use another --out, or delete it to start over")
             self.entries = data["entries"]
+            self.measurements = data.get("measurements") or {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -91,8 +94,19 @@ class Journal:
 
     def put(self, key: str, metrics: Metrics) -> None:
         self.entries[key] = metrics
+        self._write()
+
+    def measured(self, key: str, measure: Callable[[], Metrics]) -> Metrics:
+        """The journalled measurement under ``key``, or ``measure()`` recorded now."""
+        if key not in self.measurements:
+            self.measurements[key] = measure()
+            self._write()
+        return self.measurements[key]
+
+    def _write(self) -> None:
         if self.path:
-            write_json(self.path, {"format": self.FORMAT, "identity": self.identity, "entries": self.entries})
+            write_json(self.path, {"format": self.FORMAT, "identity": self.identity, "entries": self.entries,
+                                   "measurements": self.measurements})
 
 
 def _plain(value: Any) -> Any:

@@ -30,7 +30,7 @@ from search.strategies import pareto_front
 from search.timing import RUNTIMES, TimingSettings
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
-from supernet.errors import UserError
+from supernet.errors import UserError, check_flags
 from supernet.io import write_json
 from supernet.sampler import flops_params_table, score_python
 
@@ -124,14 +124,10 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -
         scenarios = [Scenario(str(parse_device(args.device)), args.latency_ms)]
     else:
         scenarios = parse_scenarios(args.scenarios)
-    for name in ("evaluations", "batch_size", "calibration_size", "verify"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_flags(args, positive=("evaluations", "batch_size", "calibration_size", "verify"), non_negative=("threads",))
     for name in ("max_flops", "max_params"):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.threads < 0:
-        raise UserError(f"--threads must not be negative, got {args.threads}")
     if args.table and len({s.device for s in scenarios}) > 1:
         raise UserError("--table names one table, but the scenarios use several devices: leave it out to use "
                         "each device's cached table")
@@ -182,7 +178,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> di
         for record in algorithm(problem, "val_top1", config.seed + number):
             everything.setdefault(record.key, record)
     history = list(everything.values())
-    winners = {s.name: _verify(s, history, tables[s.device], supernet, config, fixed) for s in config.scenarios}
+    winners = {s.name: _verify(s, history, tables[s.device], supernet, config, fixed, journal) for s in config.scenarios}
     first = config.scenarios[0].metric
     front = pareto_front([dataclasses.replace(r, feasible=True) for r in history], [("val_top1", True), (first, False)])
     result = {
@@ -209,8 +205,11 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> di
 
 
 def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supernet: Any, config: SearchConfig,
-            fixed: list[Bound]) -> dict[str, Any]:
-    """Time the best candidates of ``scenario`` end to end; the first whose measurement meets the budget wins."""
+            fixed: list[Bound], journal: Journal) -> dict[str, Any]:
+    """Time the best candidates of ``scenario`` end to end; the first whose measurement meets the budget wins.
+
+    Timings are journalled like evaluations, so a resumed search picks the same winners.
+    """
     bound = Bound(scenario.metric, upper=scenario.latency_ms)
     candidates = sorted((r for r in history if bound.holds(r.metrics) and all(b.holds(r.metrics) for b in fixed)),
                         key=lambda r: -r.metrics["val_top1"])
@@ -221,7 +220,8 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
     timer = table.timer(device)
     verified = []
     for record in candidates[:config.verify]:
-        timing = table.measure(supernet.extract(record.arch), device, timer)
+        timing = journal.measured(f"{scenario.device}|{record.key}",
+                                  lambda: table.measure(supernet.extract(record.arch), device, timer))
         verified.append({**record.to_dict(), "predicted_latency_ms": record.metrics[scenario.metric],
                          "measured_latency_ms": timing["median_ms"], "measured_spread_ms": timing["spread_ms"],
                          "meets_budget": timing["median_ms"] <= scenario.latency_ms})

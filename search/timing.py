@@ -140,9 +140,9 @@ class Timer:
         if self.probe is not None and self.probe_ms is None:
             raise ValueError("the probe's speed is unknown: call probe_speed() or pass probe_ms")
         with threads(s.threads), torch.no_grad():
-            for _ in range(s.warmup):
+            for i in range(s.warmup):
                 fn()
-                if self.probe is not None:
+                if self.probe is not None and i < 2:  # the probe runs all the time: it is warm already
                     self.probe()
             self._sync()
             times, ratios = [], []

@@ -139,7 +139,8 @@ def test_bo_serves_several_scenarios_and_a_rerun_resumes(tmp_path: Path, tiny_ru
     assert 4 <= results["evaluations"] <= 8  # the second scenario may reuse the first's evaluations
     journal = tmp_path / "bo" / "journal.json"
     stamp = journal.stat().st_mtime_ns
-    run_module(*args)  # everything is in the journal: replayed, nothing evaluated, the same result
+    assert json.loads(journal.read_text())["measurements"]  # the winners' timings are journalled too
+    run_module(*args)  # everything is in the journal: replayed, nothing evaluated or timed, the same result
     again = json.loads((tmp_path / "bo" / "results.json").read_text())
     assert journal.stat().st_mtime_ns == stamp
     assert again["history"] == results["history"]
