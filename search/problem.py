@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -111,7 +112,6 @@ class Journal:
 
 def _plain(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists)."""
-    import json
     return json.loads(json.dumps(value))
 
 
