@@ -1,8 +1,10 @@
-"""Supernet checkpoints: weights plus everything needed to rebuild and trust them.
+"""Supernet and subnet checkpoints: weights plus everything needed to rebuild and trust them.
 
 A checkpoint is a dict of plain data and tensors (so it loads with ``torch.load(weights_only=True)`` and a
 crafted file cannot run code): ``format`` and ``version``, the space config, the state dict, the training
-config and command line, the training progress, and, in resumable checkpoints, the optimizer state.
+config and command line, the training progress, and, in resumable checkpoints, the optimizer state. A subnet
+checkpoint (what ``search.retrain`` writes) also holds its architecture; it rebuilds a plain
+:class:`~supernet.model.Subnet`.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ import torch
 
 from supernet.errors import UserError
 from supernet.io import atomic_write
-from supernet.model import Supernet
-from supernet.space import SpaceConfig
+from supernet.model import Subnet, Supernet
+from supernet.space import Space, SpaceConfig
 
 FORMAT = "oneshot-nas/supernet"
+SUBNET_FORMAT = "oneshot-nas/subnet"
 VERSION = 1
 PRETRAINED = Path(__file__).parent / "pretrained" / "mbv3-fmnist.pt"
 
@@ -31,18 +34,29 @@ def save_checkpoint(path: str | os.PathLike, model: Supernet, **fields: Any) -> 
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check a checkpoint written by :func:`save_checkpoint`; one-line errors for anything else."""
+def save_subnet_checkpoint(path: str | os.PathLike, model: Subnet, config: SpaceConfig, **fields: Any) -> Path:
+    """Write a subnet of ``config`` with its architecture and ``fields`` atomically."""
+    payload = {"format": SUBNET_FORMAT, "version": VERSION, "space": config.to_dict(), "arch": model.arch,
+               "state_dict": model.state_dict(), **fields}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, Any]:
+    """Load and check a checkpoint of ``kind`` (supernet or subnet); one-line errors for anything else."""
     path = Path(path)
+    what = "subnet" if kind == SUBNET_FORMAT else "supernet"
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; train one with `python -m supernet.train`")
+        hint = "python -m search.retrain" if kind == SUBNET_FORMAT else "python -m supernet.train"
+        raise UserError(f"checkpoint {path} does not exist; train one with `{hint}`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint {path} is corrupt, truncated or not a supernet checkpoint ({reason[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"checkpoint {path} is not a supernet checkpoint of this tool (no {FORMAT!r} format tag)")
+        raise UserError(f"checkpoint {path} is corrupt, truncated or not a {what} checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != kind:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        extra = f"; it is a {found.split('/')[-1]} checkpoint" if found in (FORMAT, SUBNET_FORMAT) else ""
+        raise UserError(f"checkpoint {path} is not a {what} checkpoint of this tool (no {kind!r} format tag){extra}")
     if payload.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {payload.get('version')!r}; this tool reads "
                         f"version {VERSION}")
@@ -67,4 +81,17 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Su
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"checkpoint {path} does not match its space {config.name!r}: {first[:200]}") from None
+    return model.eval(), payload
+
+
+def load_subnet(path: str | os.PathLike) -> tuple[Subnet, dict[str, Any]]:
+    """Rebuild the subnet stored at ``path`` by :func:`save_subnet_checkpoint` (in eval mode), with its payload."""
+    payload = load_checkpoint(path, SUBNET_FORMAT)
+    config = SpaceConfig.from_dict(payload["space"])
+    try:
+        model = Subnet(config, Space(config).parse(payload.get("arch", "")))
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, UserError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"checkpoint {path} does not match its architecture: {first[:200]}") from None
     return model.eval(), payload
