@@ -1,0 +1,299 @@
+"""Fine-tune or retrain a searched subnet and report it on the test split: ``python -m search.retrain``.
+
+``--mode`` says what trains and from which weights:
+
+- ``finetune``: every layer, from the inherited weights (batch norm recalibrated as the search scored it);
+- ``head``: only the head and classifier, the rest frozen (weights and batch-norm statistics);
+- ``last-stages``: the last ``--stages`` stages, the head and the classifier;
+- ``scratch``: every layer from fresh weights (``supernet.model.init_weights``), as a stand-alone network.
+
+Training is plain cross-entropy with label smoothing, SGD with Nesterov momentum, a short warm-up then cosine
+learning rate, flips and channels-last, on the training images outside the search's validation split (the
+same split ``search.evolve`` scored on). ``OUT/last.pt`` (with the optimizer state) is written atomically
+every ``--checkpoint-every`` steps and at each epoch's end; ``--resume`` continues from it and ends with the
+same weights as an uninterrupted run.
+
+At the end: validation top-1 (before and after), top-1, macro precision / recall / F1 and the confusion
+matrix on the test split, FLOPs and params, and latency predicted by the device's table and measured end to
+end as the table was. Written: ``OUT/model.pt`` (a subnet checkpoint with these figures: export it with
+``python -m search.export --subnet OUT/model.pt``), ``OUT/retrain.json`` and ``OUT/confusion.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from search.evaluate import DEFAULT_CALIBRATION
+from search.export import winner_of
+from search.latency import parse_device, table_for
+from search.metrics import classification_report, confusion_png
+from supernet.checkpoint import PRETRAINED, SUBNET_FORMAT, load_checkpoint, load_supernet, save_subnet_checkpoint
+from supernet.data import DEFAULT_DATA, Splits, load_splits
+from supernet.errors import UserError, check_flags, run_cli
+from supernet.evaluate import accuracy, predict, recalibrate_bn
+from supernet.io import read_json, write_json
+from supernet.model import Subnet, init_weights
+from supernet.sampler import flops_params_table, score_python
+from supernet.space import Space
+from supernet.train import TrainConfig, epoch_batches, make_optimizer, set_lr
+
+MODES = ("finetune", "head", "last-stages", "scratch")
+
+
+@dataclass
+class RetrainConfig:
+    """Everything that decides a retraining run; saved in its checkpoints and results."""
+
+    arch: str
+    mode: str = "finetune"
+    stages: int = 1  # with mode last-stages: how many of the last stages train
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.0  # 0: 0.1 for scratch, 0.01 otherwise
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    label_smoothing: float = 0.1
+    warmup_steps: int = -1  # -1: 5% of the steps
+    flip: bool = True
+    seed: int = 0
+    subset: int = 0  # train on the first N training images only (0: all)
+    channels_last: bool = True
+    checkpoint: str = str(PRETRAINED)
+    data: str = DEFAULT_DATA
+    calibration_size: int = DEFAULT_CALIBRATION
+    checkpoint_every: int = 100
+    stop_after: int = 0  # stop after N steps in this run, leaving OUT/last.pt to --resume (0: run to the end)
+    device: str = "cpu"  # where latency is measured
+    table: str | None = None
+    allow_foreign_table: bool = False
+    results: str | None = None  # provenance: the search results and scenario the architecture came from
+    scenario: str | None = None
+    out: str = "runs/retrain"
+
+    def validate(self) -> "RetrainConfig":
+        if self.mode not in MODES:
+            raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_flags(self, positive=("epochs", "batch_size", "stages", "checkpoint_every"),
+                    non_negative=("lr", "momentum", "weight_decay", "label_smoothing", "subset", "calibration_size",
+                                  "stop_after"))
+        if self.warmup_steps < -1:
+            raise UserError(f"--warmup-steps must be -1 (5% of the steps) or more, got {self.warmup_steps}")
+        parse_device(self.device)
+        return self
+
+    def schedule(self, steps: int) -> TrainConfig:
+        """The optimizer and schedule settings as ``supernet.train`` takes them, defaults resolved."""
+        lr = self.lr or (0.1 if self.mode == "scratch" else 0.01)
+        warmup = self.warmup_steps if self.warmup_steps >= 0 else math.ceil(0.05 * steps)
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                           warmup_steps=warmup, flip=self.flip, seed=self.seed)
+
+
+def trainable_parts(model: Subnet, mode: str, stages: int) -> list[nn.Module]:
+    """The modules that ``mode`` trains; the rest of ``model`` stays frozen."""
+    if mode in ("finetune", "scratch"):
+        return [model]
+    tail = list(model.stages[len(model.stages) - stages:]) if mode == "last-stages" else []
+    return [*tail, model.head, model.classifier]
+
+
+def set_training(model: nn.Module, parts: list[nn.Module]) -> None:
+    """Train mode for ``parts`` only: frozen layers keep their batch-norm statistics."""
+    model.eval()
+    for part in parts:
+        part.train()
+
+
+def starting_model(config: RetrainConfig, supernet: Any, splits: Splits) -> tuple[Subnet, float | None]:
+    """The subnet to train and, when inherited, its validation top-1 as the search scored it."""
+    space = supernet.space
+    arch = space.parse(config.arch)
+    if config.mode == "scratch":
+        torch.manual_seed(config.seed)
+        return init_weights(Subnet(space.config, arch)), None
+    model = supernet.extract(arch)
+    if config.calibration_size:
+        calibration = splits.train.subset(torch.arange(min(config.calibration_size, len(splits.train))))
+        model = recalibrate_bn(model, calibration)
+    return model, accuracy(model, splits.val)
+
+
+def score(model: Subnet, space: Space, splits: Splits, config: RetrainConfig) -> dict[str, Any]:
+    """Test-split report, validation top-1, FLOPs, params and latency (predicted and measured) of ``model``."""
+    model = model.eval()
+    val_top1 = accuracy(model, splits.val)
+    test = classification_report(predict(model, splits.test), splits.test.labels, splits.classes)
+    arch = space.parse(model.arch)
+    flops, params = score_python(space, arch, flops_params_table(space.config))
+    device = parse_device(config.device)
+    table = table_for(space.config, device, path=config.table, allow_foreign=config.allow_foreign_table)
+    timing = table.measure(model, device)
+    latency = {"predicted_ms": table.predict(arch), "median_ms": timing["median_ms"], "spread_ms": timing["spread_ms"],
+               "device": str(device), "fingerprint": table.fingerprint, "batch_size": table.batch_size,
+               "runtime": table.settings.runtime}
+    return {"val_top1": val_top1, "test": test, "flops": flops, "params": params, "latency": latency}
+
+
+def resolve_arch(args: argparse.Namespace, space: Space) -> str:
+    """The canonical string of ``--arch``, or of the winner of ``--results`` / ``--scenario``."""
+    if args.results:
+        return space.to_string(winner_of(read_json(args.results, "search results"), args.scenario, args.results, space))
+    return space.to_string(space.parse(args.arch))
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
+    defaults = RetrainConfig(arch="")
+    parser = argparse.ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--arch", help="architecture: canonical string (k5e4-k3e6|...) or JSON object")
+    which.add_argument("--results", help="results.json of a search: retrains its winner")
+    parser.add_argument("--scenario", default=None, help="with --results: whose winner (default: the first)")
+    parser.add_argument("--mode", choices=MODES, default=defaults.mode, help="what trains, from which weights")
+    for field in dataclasses.fields(RetrainConfig):
+        if field.name in ("arch", "results", "scenario", "mode"):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = str if field.type == "str | None" else type(default)
+            parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper())
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    args = parser.parse_args(argv)
+    if not args.resume and not (args.arch or args.results):
+        parser.error("one of --arch or --results is required (or --resume)")
+    return args, args.resume
+
+
+def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) a retraining run; return its results (also written to ``OUT/retrain.json``)."""
+    out = Path(config.out)
+    last = out / "last.pt"
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(last, SUBNET_FORMAT)
+        try:
+            config = dataclasses.replace(RetrainConfig(**state["retrain_config"]), stop_after=config.stop_after)
+        except TypeError as err:
+            raise UserError(f"checkpoint {last} has a retraining config this version cannot read ({err})") from None
+        command = state.get("command") or command
+        print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
+    config.validate()
+    command = command or sys.argv
+    supernet, meta = load_supernet(config.checkpoint)
+    space = supernet.space
+    if config.mode == "last-stages" and config.stages > space.num_stages:
+        raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
+    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
+                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+    train_set = splits.train.subset(torch.arange(min(config.subset, len(splits.train)))) if config.subset else splits.train
+    if state is None:
+        model, val_before = starting_model(config, supernet, splits)
+    else:
+        model = Subnet(space.config, space.parse(config.arch))
+        model.load_state_dict(state["state_dict"])
+        val_before = state["progress"]["val_top1_before"]
+    parts = trainable_parts(model, config.mode, config.stages)
+    model.requires_grad_(False)
+    for part in parts:
+        part.requires_grad_(True)
+    per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total = config.epochs * per_epoch
+    schedule = config.schedule(total)
+    optimizer = make_optimizer(nn.ModuleList(parts), schedule)
+    step, history = 0, []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = state["progress"]["step"], state["progress"]["history"]
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+
+    def checkpoint(path: Path, **extra: Any) -> None:
+        progress = {"step": step, "total_steps": total, "val_top1_before": val_before, "history": history}
+        save_subnet_checkpoint(path, model, space.config, retrain_config=dataclasses.asdict(config), command=command,
+                               progress=progress, **extra)
+
+    end = min(total, step + config.stop_after) if config.stop_after else total
+    bar = tqdm(total=total, initial=step, desc=f"retrain ({config.mode})", unit="step", dynamic_ncols=True)
+    while step < end:
+        epoch, first = divmod(step, per_epoch)
+        set_training(model, parts)
+        for x, y in epoch_batches(train_set, schedule, epoch, start=first):
+            set_lr(optimizer, schedule, step, total)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)), y,
+                                   label_smoothing=schedule.label_smoothing)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            if step % per_epoch == 0:
+                history.append({"epoch": epoch + 1, "step": step, "val_top1": accuracy(model, splits.val)})
+                model = model.to(memory_format=memory_format)
+                set_training(model, parts)
+            if step % config.checkpoint_every == 0 or step % per_epoch == 0 or step == end:
+                checkpoint(last, optimizer=optimizer.state_dict())
+            if step == end:
+                break
+    bar.close()
+    if step < total:
+        print(f"stopped at step {step} of {total}; continue with python -m search.retrain --resume --out {out}")
+        return {"step": step, "total_steps": total}
+    scored = score(model, space, splits, config)
+    metrics = {"val_top1_before": val_before, "val_top1": scored["val_top1"], "test": scored["test"]}
+    checkpoint(out / "model.pt", metrics=metrics, latency=scored["latency"], flops=scored["flops"],
+               params=scored["params"])
+    result = {"arch": model.arch, "arch_dict": space.parse(model.arch), "mode": config.mode, "metrics": metrics,
+              "latency": scored["latency"], "flops": scored["flops"], "params": scored["params"], "history": history,
+              "files": {"model": str(out / "model.pt"), "confusion": str(out / "confusion.png")},
+              "config": dataclasses.asdict(config), "command": command}
+    write_json(out / "retrain.json", result)
+    confusion_png(scored["test"], str(out / "confusion.png"),
+                  f"{model.arch} ({config.mode}): test top-1 {scored['test']['top1']:.4f}")
+    report(result, out)
+    return result
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    """Print the figures of a finished run."""
+    m, latency = result["metrics"], result["latency"]
+    test = m["test"]
+    before = f"{m['val_top1_before']:.4f} -> " if m["val_top1_before"] is not None else ""
+    print(f"arch      {result['arch']} ({result['mode']}, {result['config']['epochs']} epochs)")
+    print(f"val top1  {before}{m['val_top1']:.4f}")
+    print(f"test      top1 {test['top1']:.4f}  macro precision {test['macro_precision']:.4f}  "
+          f"recall {test['macro_recall']:.4f}  F1 {test['macro_f1']:.4f}  ({test['images']} images)")
+    print(f"latency   predicted {latency['predicted_ms']:.2f} ms  measured {latency['median_ms']:.2f} ms on "
+          f"{latency['device']}")
+    print(f"size      {result['flops'] / 1e6:.1f} MFLOPs (multiply-adds)  {result['params'] / 1e6:.3f} M params")
+    print(f"wrote {out / 'model.pt'}, {out / 'retrain.json'} and {out / 'confusion.png'}; "
+          f"export with python -m search.export --subnet {out / 'model.pt'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, resume = parse_args(argv)
+    common = {f.name for f in dataclasses.fields(RetrainConfig)} - {"arch"}
+    fields = {k: v for k, v in vars(args).items() if k in common}
+    if resume:
+        config = RetrainConfig(arch="", **fields)
+    else:
+        space = load_supernet(args.checkpoint)[0].space
+        config = RetrainConfig(arch=resolve_arch(args, space), **fields)
+    retrain(config, resume, command=["python", "-m", "search.retrain", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    run_cli(main)
