@@ -1,0 +1,46 @@
+"""The Markdown report of a search, with a retrained winner found next to it, through ``python -m``."""
+import json
+import re
+from pathlib import Path
+
+from search.latency import load_table
+from supernet.checkpoint import load_supernet
+from tests.conftest import run_module
+
+
+def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_run: Path, fake_data: Path,
+                                                          fast_table: Path) -> None:
+    table = load_table(fast_table)
+    space = load_supernet(tiny_run / "final.pt")[0].space
+    budget = (table.predict(space.smallest()) + table.predict(space.largest())) / 2
+    common = ["--checkpoint", str(tiny_run / "final.pt"), "--data", str(fake_data), "--table", str(fast_table),
+              "--calibration-size", "32"]
+    out = tmp_path / "search"
+    run_module("search.evolve", "--latency-ms", f"{budget:.3f}", "--population", "4", "--evaluations", "6",
+               "--children", "2", "--tournament", "2", "--verify", "3", *common, "--out", str(out))
+    run_module("search.retrain", "--results", str(out / "results.json"), "--mode", "head", "--epochs", "1",
+               "--batch-size", "64", *common, "--out", str(out / "retrain-head"))
+    printed = run_module("search.report", str(out / "results.json")).stdout
+    report = (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    retrained = json.loads((out / "retrain-head" / "retrain.json").read_text())
+
+    assert f"wrote {out / 'report.md'}" in printed
+    for heading in ("## Accuracy against latency", "## Winners", "## Predicted against measured latency",
+                    "## Retrained"):
+        assert heading in report
+    (name, winner), = results["winners"].items()
+    assert f"| {name} | `{winner['arch_string']}` |" in report
+    assert all(f"`{key}`" in report for key in results["pareto_front"])
+    assert report.count("| yes |") + report.count("| no |") == len(winner["verified"])
+    assert f"{100 * retrained['metrics']['test']['top1']:.2f}%" in report and "head, 1 ep" in report
+    for target in re.findall(r"\]\(([^)]+)\)", report):  # every picture and link resolves from the report
+        assert (out / target).exists(), target
+
+
+def test_report_refuses_a_file_that_is_not_search_results(tmp_path: Path) -> None:
+    bogus = tmp_path / "results.json"
+    bogus.write_text(json.dumps({"winners": {}}))
+    result = run_module("search.report", str(bogus), check=False)
+    assert result.returncode == 2 and "is not the results.json of a search" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
