@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -183,14 +184,23 @@ class LatencyTable:
         """Predicted latency of ``arch`` in milliseconds."""
         return self.scale * self.unit_sum(arch) + self.offset_ms
 
+    @functools.cached_property
+    def _medians(self) -> tuple[torch.Tensor, float]:
+        """Unit medians as blocks ``[S, D, C]`` (choice ``c = kernel_idx * len(expands) + expand_idx``) and the
+        stem + head median: the layout both batch paths below read."""
+        config = self.space.config
+        blocks = torch.tensor([[[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
+                                for b in range(self.space.max_depth)] for s in range(len(config.stages))],
+                              dtype=torch.float64)
+        return blocks, self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
+
     def predict_many(self, archs: Iterable[Mapping[str, int]]) -> torch.Tensor:
         """Predicted latencies of many architectures in one :func:`supernet.kernels.lut_sum` call."""
-        config = self.space.config
-        blocks = [[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
-                  for s in range(len(config.stages)) for b in range(self.space.max_depth)]
-        fixed = self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
-        lut = torch.tensor([[fixed] + [0.0] * (len(self._choices) - 1)] + blocks, dtype=torch.float64).unsqueeze(-1)
-        slots = 1 + len(config.stages) * self.space.max_depth
+        blocks, fixed = self._medians
+        first = torch.zeros(1, blocks.shape[-1], dtype=torch.float64)
+        first[0, 0] = fixed
+        lut = torch.cat([first, blocks.flatten(0, 1)]).unsqueeze(-1)
+        slots = 1 + blocks.shape[0] * blocks.shape[1]
         codes = []
         for arch in archs:
             code = [0] + [-1] * (slots - 1)  # slot 0: stem + head, always present
@@ -203,16 +213,12 @@ class LatencyTable:
     def metric_table(self) -> MetricTable:
         """The ``"latency_ms"`` :class:`supernet.sampler.MetricTable` of this table (correction included).
 
-        Blocks ``[S, D, C, 1]`` (choice ``c = kernel_idx * len(expands) + expand_idx``) scaled, base = the
-        scaled stem + head plus the offset: the same affine prediction as :meth:`predict`.
+        Blocks ``[S, D, C, 1]`` scaled, base = the scaled stem + head plus the offset: the same affine
+        prediction as :meth:`predict`.
         """
-        config = self.space.config
-        blocks = torch.tensor([[[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
-                                for b in range(self.space.max_depth)] for s in range(len(config.stages))],
-                              dtype=torch.float64).unsqueeze(-1)
-        base = torch.tensor([self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]],
-                            dtype=torch.float64)
-        return MetricTable(("latency_ms",), self.scale * blocks, self.scale * base + self.offset_ms)
+        blocks, fixed = self._medians
+        base = torch.tensor([self.scale * fixed + self.offset_ms], dtype=torch.float64)
+        return MetricTable(("latency_ms",), self.scale * blocks.unsqueeze(-1), base)
 
     def input_shape(self) -> tuple[int, ...]:
         config = self.space.config
