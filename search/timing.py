@@ -62,7 +62,7 @@ class threads:
 def prepare(module: nn.Module, shape: Iterable[int], device: torch.device, runtime: str = "eager") -> Call:
     """A no-argument call running ``module`` (eval mode, channels-last) on a random input of ``shape``.
 
-    ``runtime="torchscript"`` scripts the module first, as :mod:`search.export` does for deployment.
+    ``runtime="torchscript"`` scripts the module first (not frozen, unlike the files :mod:`search.export` writes).
     """
     module = module.to(device, memory_format=torch.channels_last).eval()
     if runtime == "torchscript":

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -76,3 +77,30 @@ def fast_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_table(get_space("mbv3").config, torch.device("cpu"), settings=TimingSettings(warmup=0, repeats=1),
                 calibration_subnets=3, out=path, progress=False)
     return path
+
+
+CLEAN_RUN = {  # run an exported model in a process where this project (and, for ONNX, torch) cannot be imported
+    ".pt": """
+import sys
+sys.modules["supernet"] = sys.modules["search"] = None
+import numpy, torch
+model = torch.jit.load(sys.argv[1])
+numpy.save(sys.argv[3], model(torch.from_numpy(numpy.load(sys.argv[2]))).detach().numpy())
+""",
+    ".onnx": """
+import sys
+sys.modules["supernet"] = sys.modules["search"] = sys.modules["torch"] = None
+import numpy, onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+numpy.save(sys.argv[3], session.run(None, {"images": numpy.load(sys.argv[2])})[0])
+""",
+}
+
+
+def logits_without_the_project(model: Path, x: torch.Tensor, folder: Path) -> torch.Tensor:
+    """Logits of an exported ``model`` (``.pt`` or ``.onnx``) on ``x``, computed by a fresh process in ``folder``."""
+    numpy.save(folder / "x.npy", x.numpy())
+    result = subprocess.run([sys.executable, "-c", CLEAN_RUN[model.suffix], str(model.resolve()), "x.npy", "y.npy"],
+                            cwd=folder, env={"PATH": "/usr/bin:/bin"}, text=True, capture_output=True, timeout=300)
+    assert result.returncode == 0, f"running {model} without the project failed:\n{result.stderr[-3000:]}"
+    return torch.from_numpy(numpy.load(folder / "y.npy"))
