@@ -6,6 +6,7 @@ import pytest
 import thop
 import torch
 
+from search.export import read_metadata
 from search.metrics import classification_report, confusion_matrix
 from supernet.checkpoint import load_subnet, load_supernet
 from supernet.data import load_splits
@@ -59,6 +60,14 @@ def test_retrain_reports_test_metrics_and_sizes_that_thop_agrees_with(tmp_path: 
     assert result["flops"] == pytest.approx(float(macs), rel=1e-9)
     assert result["params"] == sum(p.numel() for p in model.parameters())
     assert payload["metrics"]["test"]["top1"] == test["top1"] and "optimizer" not in payload
+
+    exported = tmp_path / "retrained.pt"  # the export carries the retrained figures, not the supernet's
+    run_module("search.export", "--subnet", str(out / "model.pt"), "--out", str(exported))
+    metadata = read_metadata(exported)
+    assert metadata["arch"] == ARCH and metadata["test_top1"] == test["top1"]
+    assert metadata["val_top1"] == result["metrics"]["val_top1"]
+    assert metadata["latency"]["latency_ms"] == result["latency"]["median_ms"]
+    assert metadata["latency"]["fingerprint"] == result["latency"]["fingerprint"]
 
 
 @pytest.mark.parametrize("mode, trained", [("head", ("head", "classifier")),
