@@ -307,14 +307,19 @@ def refit(data: dict[str, Any]) -> None:
     """Fit ``data``'s correction to its calibration points (measured vs sum of unit medians).
 
     Measurements given to ``calibrate`` (deployed subnets) are the ground truth: from three of them on, the
-    fit uses only those; with fewer they join the subnets timed by the build.
+    fit uses only those; with fewer they join the subnets timed by the build. A fit that would predict a
+    non-positive latency for the space's smallest subnet (a few noisy points far from it) falls back to a
+    scale alone: the median ratio of measured to summed latency.
     """
     table = LatencyTable({**data, "correction": None})
     points = data["calibration"]
     given = [p for p in points if p.get("source") == "calibrate"]
     used = given if len(given) >= 3 else points
     sums = [table.unit_sum(table.space.parse(p["arch"])) for p in used]
-    scale, offset = fit_affine(sums, [p["measured_ms"] for p in used])
+    measured = [p["measured_ms"] for p in used]
+    scale, offset = fit_affine(sums, measured)
+    if scale * table.unit_sum(table.space.smallest()) + offset <= 0:  # a few noisy points can tilt the line
+        scale, offset = statistics.median(m / x for m, x in zip(measured, sums)), 0.0
     data["correction"] = {"scale": scale, "offset_ms": offset, "points": len(used),
                           "source": "calibrate" if used is given else "build" if not given else "build+calibrate"}
 

@@ -40,8 +40,12 @@ def make_fake_fmnist(root: Path, train: int = 320, test: int = 80, seed: int = 0
 
 def run_module(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m ...`` as a user would, with this checkout importable."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    """Run ``python -m ...`` as a user would, with this checkout importable.
+
+    One OpenMP thread unless the caller says otherwise: the tiny test models gain nothing from more, and on a
+    busy 2-core machine two threads waiting on each other make a subprocess several times slower.
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env, text=True,
                             capture_output=True, timeout=600)
     if check and result.returncode != 0:

@@ -122,8 +122,6 @@ def test_ensemble_is_the_mean_of_its_members_and_scripts() -> None:
 
 
 # ---- the command line ----------------------------------------------------------------------------
-# One torch thread per subprocess: on a shared two-core machine two threads each run several times slower.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +142,7 @@ def search_results(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fak
     run_module("search.evolve", "--latency-ms", f"{budget:.3f}", "--checkpoint", str(tiny_run / "final.pt"),
                "--data", str(fake_data), "--table", str(out / "table.json"), "--population", "4", "--evaluations", "8",
                "--children", "2", "--tournament", "2", "--calibration-size", "32", "--verify", "1",
-               "--out", str(out), env=ONE_THREAD)
+               "--out", str(out))
     return out / "results.json"
 
 
@@ -158,7 +156,7 @@ def test_cli_picks_an_ensemble_from_the_front_and_exports_it(tmp_path: Path, sea
     out = tmp_path / "ensemble"
     # checkpoint, data, table and calibration size all default to the search's own
     run_module("search.ensemble", str(search_results), "--latency-ms", f"{budget:.3f}", "--max-members", "3",
-               "--out", str(out), "--export", env=ONE_THREAD)
+               "--out", str(out), "--export")
     report = json.loads((out / "ensemble.json").read_text())
 
     members = [m["arch"] for m in report["members"]]

@@ -1,5 +1,6 @@
 import json
 import random
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from search.accuracy import agreement, fit_affine, kendall_tau, spearman_rho
-from search.latency import (DEFAULT_BATCH_SIZE, LatencyTable, build_table, calibrate, default_table_path,
+from search.latency import (DEFAULT_BATCH_SIZE, LatencyTable, build_table, calibrate, default_table_path, refit,
                             expected_keys, fingerprint, load_table, parse_device, read_measurements, table_for,
                             validate)
 from search.timing import Timer, TimingSettings, prepare
@@ -260,3 +261,20 @@ def test_gpu_table_is_timed_with_cuda_events(tmp_path: Path) -> None:
     result = validate(load_table(tmp_path / "gpu.json", device=gpu), gpu, subnets=3, out=tmp_path / "v",
                       progress=False)
     assert all(r["measured_ms"] > 0 for r in result["subnets"])
+
+
+def test_a_fit_that_would_predict_negative_latency_falls_back_to_a_scale(fast_table: Path) -> None:
+    data = json.loads(fast_table.read_text())
+    table = load_table(fast_table)
+    space = table.space
+    big = [space.largest(), space.sample(random.Random(1)), space.sample(random.Random(2))]
+    sums = [table.unit_sum(a) for a in big]
+    # Three noisy timings of large subnets whose line crosses zero well above the smallest subnet's sum.
+    slope = 3.0
+    low = table.unit_sum(space.smallest())
+    data["calibration"] = [{"arch": space.to_string(a), "measured_ms": slope * (x - 0.9 * min(sums)) + 0.01 * i,
+                            "source": "build"} for i, (a, x) in enumerate(zip(big, sums))]
+    refit(data)
+    c = data["correction"]
+    assert c["offset_ms"] == 0.0 and c["scale"] > 0 and c["scale"] * low > 0
+    assert c["scale"] == pytest.approx(statistics.median(p["measured_ms"] / x for p, x in zip(data["calibration"], sums)))
