@@ -1,4 +1,5 @@
-"""The Markdown report of a search, with a retrained winner found next to it, through ``python -m``."""
+"""The Markdown report of a search, with a retrained winner and an ensemble found next to it, through
+``python -m``."""
 import json
 import re
 from pathlib import Path
@@ -20,20 +21,25 @@ def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_r
                "--children", "2", "--tournament", "2", "--verify", "3", *common, "--out", str(out))
     run_module("search.retrain", "--results", str(out / "results.json"), "--mode", "head", "--epochs", "1",
                "--batch-size", "64", *common, "--out", str(out / "retrain-head"))
+    run_module("search.ensemble", str(out / "results.json"), "--latency-ms", f"{2 * budget:.3f}", "--max-members", "2",
+               "--out", str(out / "ensemble"))
     printed = run_module("search.report", str(out / "results.json")).stdout
     report = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
     retrained = json.loads((out / "retrain-head" / "retrain.json").read_text())
+    ensemble = json.loads((out / "ensemble" / "ensemble.json").read_text())
 
     assert f"wrote {out / 'report.md'}" in printed
     for heading in ("## Accuracy against latency", "## Winners", "## Predicted against measured latency",
-                    "## Retrained"):
+                    "## Retrained", "## Ensembles"):
         assert heading in report
     (name, winner), = results["winners"].items()
     assert f"| {name} | `{winner['arch_string']}` |" in report
     assert all(f"`{key}`" in report for key in results["pareto_front"])
     assert report.count("| yes |") + report.count("| no |") == len(winner["verified"])
     assert f"{100 * retrained['metrics']['test']['top1']:.2f}%" in report and "head, 1 ep" in report
+    assert f"{100 * ensemble['gain_test_top1']:+.2f} points" in report
+    assert all(f"`{m['arch']}`" in report for m in ensemble["members"])
     for target in re.findall(r"\]\(([^)]+)\)", report):  # every picture and link resolves from the report
         assert (out / target).exists(), target
 
