@@ -8,6 +8,10 @@ gradients add up into one optimizer step. The learning rate follows a cosine sch
 and at each epoch's end; ``--resume`` continues from it and ends with the same weights as an uninterrupted
 run. At the end the largest and smallest subnets are scored on the validation and test splits and
 ``OUT/final.pt`` (weights only, with the config, the command line and these figures) is written.
+
+``torchrun --nproc-per-node N -m supernet.train ...`` trains data-parallel (see :mod:`supernet.distributed`):
+``--batch-size`` stays the global batch, so a run's steps and data order, and its checkpoints, do not depend
+on the number of processes. Only rank 0 writes files and shows progress.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from tqdm import tqdm
 
 from supernet.checkpoint import load_checkpoint, save_checkpoint
 from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
+from supernet.distributed import DEVICES, Group, join
 from supernet.errors import UserError, check_flags, run_cli
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
@@ -67,7 +72,7 @@ class TrainConfig:
         return self
 
 
-def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
     for field in dataclasses.fields(TrainConfig):
@@ -78,9 +83,11 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool]:
         else:
             parser.add_argument(flag, type=type(default), default=default, metavar=field.name.upper())
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="train on the CPU or a GPU (under torchrun: the GPU numbered LOCAL_RANK)")
     args = vars(parser.parse_args(argv))
-    resume = args.pop("resume")
-    return TrainConfig(**args), resume
+    resume, device = args.pop("resume"), args.pop("device")
+    return TrainConfig(**args), resume, device
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -143,32 +150,38 @@ def final_metrics(model: Supernet, splits: Splits, config: TrainConfig) -> dict[
     return metrics
 
 
-def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None) -> dict[str, Any]:
-    """Run (or resume) a training run; return the final metrics."""
+def train(config: TrainConfig, resume: bool = False, command: list[str] | None = None,
+          group: Group = Group()) -> dict[str, Any]:
+    """Run (or resume) a training run as one process of ``group``; return the final metrics (rank 0) or the
+    progress (the other ranks)."""
     out = Path(config.out)
     last = out / "last.pt"
     state: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(last)
+        state = group.from_main(lambda: load_checkpoint(last))
         stop_after = config.stop_after
         try:
             config = dataclasses.replace(TrainConfig(**state["train_config"]), stop_after=stop_after)
         except TypeError as err:
             raise UserError(f"checkpoint {last} has a training config this version cannot read ({err})") from None
-        print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
+        if group.is_main:
+            print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
     config.validate()
     space = get_space(config.space)
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=config.val_size, seed=config.seed)
     train_set = splits.train.subset(torch.arange(config.subset)) if config.subset else splits.train
+    group.check_batch_size(config.batch_size, len(train_set))
     torch.manual_seed(config.seed)
-    model = Supernet(space.config)
+    model = Supernet(space.config).to(group.device)
     optimizer = make_optimizer(model, config)
     step = 0
+    losses: list[float | None] = []  # the global batch's loss (largest subnet) at each step
     if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["progress"]["step"]
+        losses = (list(state["progress"].get("losses", [])) + [None] * step)[:step]  # None: not recorded
     if state is not None:
         command = state.get("command") or command  # a resumed run records the command that started it
     command = command or sys.argv
@@ -176,22 +189,30 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     model = model.to(memory_format=memory_format).train()
     per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = config.epochs * per_epoch
-    write_json(out / "config.json", {"train_config": dataclasses.asdict(config), "command": command})
+    if group.is_main:
+        write_json(out / "config.json", {"train_config": dataclasses.asdict(config), "command": command,
+                                         "world_size": group.world_size, "device": group.device.type})
 
     def checkpoint(path: Path, **extra: Any) -> None:
-        save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command,
-                        progress={"step": step, "total_steps": total}, **extra)
+        if group.is_main:
+            save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command,
+                            progress={"step": step, "total_steps": total, "world_size": group.world_size,
+                                      "losses": losses}, **extra)
 
     start = time.time()
     end = min(total, step + config.stop_after) if config.stop_after else total
-    bar = tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True,
+               disable=not group.is_main)
     while step < end:
         epoch, first = divmod(step, per_epoch)
         for x, y in epoch_batches(train_set, config, epoch, start=first):
             set_lr(optimizer, config, step, total)
             optimizer.zero_grad(set_to_none=True)
-            loss = sandwich_step(model, x.contiguous(memory_format=memory_format), y, config,
-                                 random.Random(f"{config.seed}-{step}"))
+            x, y, share = group.shard(x, y)
+            loss = sandwich_step(model, x.to(group.device, memory_format=memory_format), y.to(group.device),
+                                 config, random.Random(f"{config.seed}-{step}"))
+            loss = group.reduce_step(model, loss, share)
+            losses.append(loss)
             optimizer.step()
             step += 1
             bar.update(1)
@@ -202,10 +223,12 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
                 break
     bar.close()
     checkpoint(last, optimizer=optimizer.state_dict())
+    if not group.is_main:
+        return {"step": step, "total_steps": total}
     if step < total:
         print(f"stopped at step {step} of {total}; continue with --resume --out {out}")
         return {"step": step, "total_steps": total}
-    metrics = final_metrics(model, splits, config)
+    metrics = final_metrics(model.cpu(), splits, config)
     metrics["train_seconds_this_run"] = round(time.time() - start, 1)
     checkpoint(out / "final.pt", metrics=metrics)
     write_json(out / "metrics.json", metrics)
@@ -217,8 +240,10 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, resume = parse_args(argv)
-    train(config, resume, command=["python", "-m", "supernet.train", *(sys.argv[1:] if argv is None else argv)])
+    config, resume, device = parse_args(argv)
+    with join(device) as group:
+        train(config, resume, command=["python", "-m", "supernet.train", *(sys.argv[1:] if argv is None else argv)],
+              group=group)
 
 
 if __name__ == "__main__":
