@@ -25,6 +25,11 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def code(arch: str) -> str:
+    """An architecture string as inline code in a table cell (its ``|`` would otherwise split the cell)."""
+    return "`" + arch.replace("|", "\\|") + "`"
+
+
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
@@ -75,12 +80,12 @@ def search_section(results: dict[str, Any], out: Path, base: Path) -> list[str]:
     lines += ["", "## Accuracy against latency", "", f"![accuracy against latency]({link(plot, base)})", "",
               f"Pareto front ({len(front)} architectures, validation top-1 against predicted {metric}):", "",
               table(["architecture", "val top-1", "predicted latency", "MFLOPs", "params (M)"],
-                    [(f"`{r['arch_string']}`", pct(r["metrics"]["val_top1"]), ms(r["metrics"][metric]),
+                    [(code(r["arch_string"]), pct(r["metrics"]["val_top1"]), ms(r["metrics"][metric]),
                       f"{r['metrics'].get('flops', 0) / 1e6:.1f}", f"{r['metrics'].get('params', 0) / 1e6:.3f}")
                      for r in front])]
     lines += ["", "## Winners", "",
               table(["scenario", "architecture", "val top-1", "predicted", "measured", "budget", "verdict"],
-                    [(name, f"`{w['arch_string']}`", pct(w["metrics"]["val_top1"]), ms(w["predicted_latency_ms"]),
+                    [(name, code(w["arch_string"]), pct(w["metrics"]["val_top1"]), ms(w["predicted_latency_ms"]),
                       ms(w["measured_latency_ms"]), ms(w["budget_ms"]),
                       "meets the budget" if w["meets_budget"] else "**over the budget when measured**")
                      for name, w in results["winners"].items()])]
@@ -96,7 +101,7 @@ def search_section(results: dict[str, Any], out: Path, base: Path) -> list[str]:
                   f"error {100 * sum(errors) / len(errors):.1f}%, largest {100 * max(errors):.1f}%.", "",
                   f"![predicted against measured latency]({link(scatter, base)})", "",
                   table(["scenario", "architecture", "val top-1", "predicted", "measured", "error", "within budget"],
-                        [(name, f"`{v['arch_string']}`", pct(v["metrics"]["val_top1"]), ms(v["predicted_latency_ms"]),
+                        [(name, code(v["arch_string"]), pct(v["metrics"]["val_top1"]), ms(v["predicted_latency_ms"]),
                           ms(v["measured_latency_ms"]),
                           f"{100 * (v['predicted_latency_ms'] - v['measured_latency_ms']) / v['measured_latency_ms']:+.1f}%",
                           "yes" if v["meets_budget"] else "no") for name, v in verified])]
@@ -111,7 +116,7 @@ def retrain_section(runs: list[tuple[Path, dict[str, Any]]], base: Path) -> list
     for path, r in runs:
         m, test, latency = r["metrics"], r["metrics"]["test"], r["latency"]
         before = pct(m["val_top1_before"]) + " → " if m.get("val_top1_before") is not None else ""
-        rows.append((f"`{r['arch']}`", f"{r['mode']}, {r['config']['epochs']} ep", before + pct(m["val_top1"]),
+        rows.append((code(r["arch"]), f"{r['mode']}, {r['config']['epochs']} ep", before + pct(m["val_top1"]),
                      pct(test["top1"]), f"{test['macro_precision']:.3f} / {test['macro_recall']:.3f} / "
                      f"{test['macro_f1']:.3f}", f"{ms(latency['median_ms'])} ({latency['device']})",
                      f"{r['flops'] / 1e6:.1f}", f"{r['params'] / 1e6:.3f}", f"[json]({link(path, base)})"))
@@ -131,7 +136,7 @@ def ensemble_section(runs: list[tuple[Path, dict[str, Any]]], base: Path) -> lis
     rows = []
     for path, e in runs:
         ens, best = e["ensemble"], e["best_member"]
-        rows.append((ms(e["budget_ms"]), "<br>".join(f"`{m['arch']}`" for m in e["members"]), pct(ens["val_top1"]),
+        rows.append((ms(e["budget_ms"]), "<br>".join(code(m["arch"]) for m in e["members"]), pct(ens["val_top1"]),
                      pct(ens["test_top1"]), ms(ens.get("measured_latency_ms")), pct(best["test_top1"]),
                      ms(best.get("measured_latency_ms")), f"{100 * e['gain_test_top1']:+.2f} points",
                      f"[json]({link(path, base)})"))

@@ -272,7 +272,8 @@ def report(result: dict[str, Any], out: Path) -> None:
     m, latency = result["metrics"], result["latency"]
     test = m["test"]
     before = f"{m['val_top1_before']:.4f} -> " if m["val_top1_before"] is not None else ""
-    print(f"arch      {result['arch']} ({result['mode']}, {result['config']['epochs']} epochs)")
+    epochs = result["config"]["epochs"]
+    print(f"arch      {result['arch']} ({result['mode']}, {epochs} epoch{'' if epochs == 1 else 's'})")
     print(f"val top1  {before}{m['val_top1']:.4f}")
     print(f"test      top1 {test['top1']:.4f}  macro precision {test['macro_precision']:.4f}  "
           f"recall {test['macro_recall']:.4f}  F1 {test['macro_f1']:.4f}  ({test['images']} images)")

@@ -34,12 +34,22 @@ def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_r
                     "## Retrained", "## Ensembles"):
         assert heading in report
     (name, winner), = results["winners"].items()
-    assert f"| {name} | `{winner['arch_string']}` |" in report
-    assert all(f"`{key}`" in report for key in results["pareto_front"])
+    cell = lambda arch: "`" + arch.replace("|", "\\|") + "`"  # noqa: E731  (| escaped inside table cells)
+    assert f"| {name} | {cell(winner['arch_string'])} |" in report
+    assert all(cell(key) in report for key in results["pareto_front"])
     assert report.count("| yes |") + report.count("| no |") == len(winner["verified"])
     assert f"{100 * retrained['metrics']['test']['top1']:.2f}%" in report and "head, 1 ep" in report
     assert f"{100 * ensemble['gain_test_top1']:+.2f} points" in report
-    assert all(f"`{m['arch']}`" in report for m in ensemble["members"])
+    assert all(cell(m["arch"]) in report for m in ensemble["members"])
+    columns = None  # every table row has as many cells as its header (an unescaped | would add one)
+    for line in report.splitlines():
+        cells = len(re.findall(r"(?<!\\)\|", line))
+        if not line.startswith("|"):
+            columns = None
+        elif columns is None:
+            columns = cells
+        else:
+            assert cells == columns, line
     for target in re.findall(r"\]\(([^)]+)\)", report):  # every picture and link resolves from the report
         assert (out / target).exists(), target
 
