@@ -14,6 +14,7 @@ from typing import Any
 from search.problem import Problem, Record
 from search.run import SearchConfig, add_common_args, resolve, search
 from search.strategies import bayesian_optimisation
+from supernet.distributed import join
 from supernet.errors import run_cli
 
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def run(problem: Problem, objective: str, seed: int) -> list[Record]:
         return bayesian_optimisation(problem, objective=objective, evaluations=config.evaluations,
                                      initial=o["initial"], pool=o["pool"], xi=o["xi"], seed=seed)
-    return search(config, run, ["python", "-m", "search.bo", *(sys.argv[1:] if argv is None else argv)])
+    with join("cpu") as group:  # evaluations run on the CPU; under torchrun the processes share the initial ones
+        return search(config, run, ["python", "-m", "search.bo", *(sys.argv[1:] if argv is None else argv)], group)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ against this device's latency table (measured on first use, then cached), with r
 ``--algorithm nsga2`` evolves a Pareto front of accuracy against latency instead, ``random`` samples.
 ``--scenarios cpu:5,cpu:10,cpu:20`` serves several budgets or devices in one run. Candidates whose predicted
 latency (or FLOPs, params) breaks a bound are redrawn before they are evaluated. See :mod:`search.run` for
-verification, resuming and the results written.
+verification, resuming and the results written; ``torchrun --nproc-per-node N -m search.evolve ...`` shares
+the evaluations over N processes with the same result.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from search.problem import Problem, Record
 from search.run import SearchConfig, add_common_args, resolve, search
 from search.strategies import nsga2, random_search, regularized_evolution
+from supernet.distributed import join
 from supernet.errors import run_cli
 
 ALGORITHMS = ("evolution", "nsga2", "random")
@@ -55,8 +57,9 @@ def algorithm_for(config: SearchConfig):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_args(argv)
-    return search(config, algorithm_for(config), ["python", "-m", "search.evolve",
-                                                  *(sys.argv[1:] if argv is None else argv)])
+    with join("cpu") as group:  # evaluations run on the CPU; under torchrun the processes share them
+        return search(config, algorithm_for(config),
+                      ["python", "-m", "search.evolve", *(sys.argv[1:] if argv is None else argv)], group)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@
   deterministic given their seed and the metrics they see, so a search restarted on its journal replays
   the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
   the finished result equals that of an uninterrupted run.
+- Algorithms hand a *batch* of candidates to :meth:`Problem.run_many` wherever their semantics allow. Under
+  ``torchrun`` (a :class:`supernet.distributed.Group` of N processes) every rank runs the same seeded
+  algorithm, so all propose the same batch; its evaluations are shared round-robin over the ranks and the
+  metrics exchanged, so every rank holds the same history and the result does not depend on N. Only rank 0
+  writes the journal and shows progress.
 """
 from __future__ import annotations
 
@@ -21,11 +26,12 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from tqdm import tqdm
 
 from search.space import Arch, SearchSpace
+from supernet.distributed import Group
 from supernet.errors import UserError
 from supernet.io import read_json, write_json
 
@@ -94,8 +100,14 @@ class Journal:
         return self.entries.get(key)
 
     def put(self, key: str, metrics: Metrics) -> None:
-        self.entries[key] = metrics
-        self._write()
+        self.put_many({key: metrics})
+
+    def put_many(self, entries: Mapping[str, Metrics], *, save: bool = True) -> None:
+        """Record several evaluations with one rewrite of the file (none if not ``save``: a rank other than 0
+        keeps its copy in step without writing)."""
+        self.entries.update(entries)
+        if save:
+            self._write()
 
     def measured(self, key: str, measure: Callable[[], Metrics]) -> Metrics:
         """The journalled measurement under ``key``, or ``measure()`` recorded now."""
@@ -126,14 +138,21 @@ class Problem:
     journal: Journal | None = None
     progress: bool = True
     max_tries: int = 2000
+    group: Group = field(default_factory=Group)
     history: list[Record] = field(default_factory=list)
     replayed: int = 0
 
     def __post_init__(self) -> None:
         self.seen: set[str] = set()
         self._estimates: dict[str, Metrics] = {}
+        self._metrics: dict[str, Metrics] = {}  # evaluated by this problem, so a repeat is not evaluated again
         self._bar: tqdm | None = None
-        self._metric_names: set[str] | None = None
+        self.evaluated = 0  # real evaluator calls made by this process
+
+    @property
+    def world_size(self) -> int:
+        """How many processes share the evaluations (algorithms may size their batches by it)."""
+        return self.group.world_size
 
     # ---- cheap side ------------------------------------------------------------------------------
     def estimated(self, arch: Arch) -> Metrics:
@@ -147,27 +166,77 @@ class Problem:
         cheap = self.estimated(arch)
         return all(b.holds(cheap) for b in self.bounds if b.metric in cheap)
 
-    def draw(self, make: Callable[[], Arch]) -> Arch:
-        """An architecture from ``make()`` that is new and plausible; a clear error if none turns up."""
+    def draw(self, make: Callable[[], Arch], exclude: Collection[str] = ()) -> Arch:
+        """An architecture from ``make()`` that is new (not seen, not in ``exclude``) and plausible; a clear
+        error if none turns up."""
         for _ in range(self.max_tries):
             arch = make()
-            if self.space.to_string(arch) not in self.seen and self.plausible(arch):
+            key = self.space.to_string(arch)
+            if key not in self.seen and key not in exclude and self.plausible(arch):
                 return arch
         bounds = ", ".join(map(str, self.bounds)) or "none"
         raise UserError(f"no new feasible architecture in {self.max_tries} tries (bounds: {bounds}): the space "
                         "is exhausted or the constraints are too tight; loosen them or evaluate fewer")
 
+    def draw_many(self, make: Callable[[], Arch], count: int) -> list[Arch]:
+        """``count`` distinct new plausible architectures from ``make()``: a batch for :meth:`run_many`.
+
+        The draws are those ``count`` calls of :meth:`draw` would make with each evaluated in between, since
+        what is excluded (seen or already in the batch) is the same set either way.
+        """
+        archs: list[Arch] = []
+        keys: set[str] = set()
+        for _ in range(count):
+            archs.append(self.draw(make, keys))
+            keys.add(self.space.to_string(archs[-1]))
+        return archs
+
     # ---- expensive side --------------------------------------------------------------------------
     def run(self, arch: Arch, generation: int = 0) -> Record:
         """Evaluate ``arch`` (or replay it from the journal) and append it to the history."""
-        key = self.space.to_string(arch)
-        metrics = self.journal.get(key) if self.journal is not None else None
-        if metrics is None:
-            metrics = {**self.estimated(arch), **self.evaluate(arch)}
-            if self.journal is not None:
-                self.journal.put(key, metrics)
-        else:
-            self.replayed += 1
+        return self.run_many([arch], generation)[0]
+
+    def run_many(self, archs: Sequence[Arch], generation: int = 0) -> list[Record]:
+        """Evaluate a batch (shared over the ranks), append one record per architecture to the history, in order.
+
+        An architecture in the journal is replayed, one this problem already evaluated (earlier or in the same
+        batch) is not evaluated again. With one process each evaluation is journalled at once; with several,
+        rank 0 journals the batch once every rank's metrics have arrived.
+        """
+        keys = [self.space.to_string(arch) for arch in archs]
+        todo: dict[str, Arch] = {}
+        for key, arch in zip(keys, archs):
+            if key in self._metrics or key in todo:
+                continue
+            known = self.journal.get(key) if self.journal is not None else None
+            if known is None:
+                todo[key] = arch
+            else:
+                self._metrics[key] = known
+                self.replayed += 1
+        fresh = self.group.map(self._evaluate, list(todo.values()))
+        if self._bar is not None and self.world_size > 1:
+            self._bar.update(len(fresh) - len(range(self.group.rank, len(fresh), self.world_size)))
+        self._metrics.update(zip(todo, fresh))
+        if self.journal is not None and self.world_size > 1 and fresh:
+            self.journal.put_many(dict(zip(todo, fresh)), save=self.group.is_main)
+        records = [self._record(arch, key, generation) for arch, key in zip(archs, keys)]
+        if self._bar is not None:
+            self._bar.update(len(records) - len(fresh))  # the replayed and repeated ones
+        return records
+
+    def _evaluate(self, arch: Arch) -> Metrics:
+        """One real evaluation on this rank (estimated metrics included)."""
+        metrics = {**self.estimated(arch), **self.evaluate(arch)}
+        self.evaluated += 1
+        if self.journal is not None and self.world_size == 1:
+            self.journal.put(self.space.to_string(arch), metrics)  # at once: an interruption loses nothing
+        if self._bar is not None:
+            self._bar.update(1)
+        return metrics
+
+    def _record(self, arch: Arch, key: str, generation: int) -> Record:
+        metrics = self._metrics[key]
         missing = [b.metric for b in self.bounds if b.metric not in metrics]
         if missing:
             raise UserError(f"the bound on {missing[0]!r} names a metric that neither the evaluator nor the "
@@ -175,14 +244,13 @@ class Problem:
         record = Record(dict(arch), key, dict(metrics), generation, all(b.holds(metrics) for b in self.bounds))
         self.seen.add(key)
         self.history.append(record)
-        if self._bar is not None:
-            self._bar.update(1)
         return record
 
     @contextlib.contextmanager
     def session(self, total: int, name: str) -> Iterator[None]:
         """A progress bar over ``total`` evaluations for the duration of an algorithm."""
-        with tqdm(total=total, desc=name, unit="arch", disable=not self.progress, dynamic_ncols=True) as bar:
+        with tqdm(total=total, desc=name, unit="arch", disable=not (self.progress and self.group.is_main),
+                  dynamic_ncols=True) as bar:
             self._bar = bar
             try:
                 yield

@@ -12,6 +12,12 @@ accurate whose *measured* latency meets the budget (a result says plainly when n
 search; it finishes with the same result as an uninterrupted run. Results: ``OUT/results.json`` (every
 evaluated architecture, the Pareto front of accuracy against latency, the winner of each scenario, the
 resolved config) and ``OUT/search.png``.
+
+``torchrun --nproc-per-node N -m search.evolve ...`` shares each batch of evaluations over N processes (see
+:mod:`search.problem`); every process runs the same seeded algorithm, so the result is the one a single
+process finds with the same seed. Rank 0 alone loads or builds a latency table (the others receive it), times
+the winners, writes the journal and results, and prints; ``results.json`` records ``world_size`` and how many
+evaluations each rank made.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from search.strategies import pareto_front
 from search.timing import RUNTIMES, TimingSettings
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
+from supernet.distributed import Group
 from supernet.errors import UserError, check_flags
 from supernet.io import write_json
 from supernet.sampler import flops_params_table, score_python
@@ -139,8 +146,11 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -
 Algorithm = Callable[[Problem, str, int], list[Record]]  # (problem, objective, seed) -> history
 
 
-def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> dict[str, Any]:
-    """Run ``algorithm`` for every scenario of ``config``; verify, pick winners, write and return results."""
+def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group: Group = Group()) -> dict[str, Any]:
+    """Run ``algorithm`` for every scenario of ``config``; verify, pick winners, write and return results.
+
+    With a ``group`` of several processes each calls this with the same arguments; all return the same result.
+    """
     supernet, meta = load_supernet(config.checkpoint)
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
@@ -149,9 +159,9 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> di
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:
         if scenario.device not in tables:
-            tables[scenario.device] = table_for(space.config, parse_device(scenario.device),
-                                                batch_size=config.batch_size, settings=settings, path=config.table,
-                                                allow_foreign=config.allow_foreign_table)
+            tables[scenario.device] = group.from_main(  # built by rank 0 alone if missing
+                lambda: table_for(space.config, parse_device(scenario.device), batch_size=config.batch_size,
+                                  settings=settings, path=config.table, allow_foreign=config.allow_foreign_table))
         smallest = tables[scenario.device].predict(space.smallest())
         if smallest > scenario.latency_ms:
             raise UserError(f"scenario {scenario.name}: the budget is below the smallest subnet's predicted latency "
@@ -166,19 +176,25 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> di
     identity = {**dataclasses.asdict(config), "tables": {d: t.data.get("created") for d, t in tables.items()}}
     for key in ("out", "verify"):
         identity.pop(key)
-    journal = Journal(out / "journal.json", identity)
+    journal = group.from_main(lambda: Journal(out / "journal.json", identity))  # read once; rank 0 writes it
     evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size)
     fixed = [b for b in (Bound("flops", upper=config.max_flops), Bound("params", upper=config.max_params))
              if b.upper is not None]
     everything: dict[str, Record] = {}
+    evaluated = 0
     for number, scenario in enumerate(config.scenarios):
         problem = Problem(space, evaluator, bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed],
-                          estimate=estimate, journal=journal)
-        print(f"scenario {scenario.name}: {config.algorithm}, {config.evaluations} evaluations", file=sys.stderr)
+                          estimate=estimate, journal=journal, group=group)
+        if group.is_main:
+            print(f"scenario {scenario.name}: {config.algorithm}, {config.evaluations} evaluations"
+                  + (f", shared by {group.world_size} processes" if group.world_size > 1 else ""), file=sys.stderr)
         for record in algorithm(problem, "val_top1", config.seed + number):
             everything.setdefault(record.key, record)
+        evaluated += problem.evaluated
     history = list(everything.values())
-    winners = {s.name: _verify(s, history, tables[s.device], supernet, config, fixed, journal) for s in config.scenarios}
+    evaluated_by_rank = group.gather(evaluated)
+    winners = group.from_main(lambda: {s.name: _verify(s, history, tables[s.device], supernet, config, fixed, journal)
+                                       for s in config.scenarios})
     first = config.scenarios[0].metric
     front = pareto_front([dataclasses.replace(r, feasible=True) for r in history], [("val_top1", True), (first, False)])
     result = {
@@ -189,10 +205,14 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str]) -> di
         "checkpoint": {"path": config.checkpoint, "command": meta.get("command")},
         "tables": {d: {"path": str(t.path), "fingerprint": t.fingerprint} for d, t in tables.items()},
         "evaluations": len(history),
+        "world_size": group.world_size,
+        "evaluated_by_rank": evaluated_by_rank,  # evaluator calls this run (journal replays not counted)
         "history": [r.to_dict() for r in history],
         "config": dataclasses.asdict(config),
         "command": command,
     }
+    if not group.is_main:
+        return result
     write_json(out / "results.json", result)
     plot_search(result, out / "search.png")
     for name, w in winners.items():

@@ -1,7 +1,9 @@
 """Search algorithms over any :class:`search.space.SearchSpace`, all driven through a :class:`Problem`.
 
 Every function takes the problem first and keyword-only, validated settings, draws its randomness from
-``seed`` only, and returns the history (every evaluated :class:`Record`, in order):
+``seed`` only, and returns the history (every evaluated :class:`Record`, in order). Each proposes batches of
+candidates whose choice does not depend on one another's metrics (:meth:`Problem.run_many`), which is what
+lets several processes share the evaluations; the result never depends on how many do:
 
 - :func:`random_search`: new plausible samples.
 - :func:`grid_search`: every architecture of a space small enough to enumerate.
@@ -24,13 +26,20 @@ from supernet.errors import UserError
 
 Objectives = Sequence[tuple[str, bool]]  # (metric, maximise?)
 GRID_LIMIT = 100_000
+CHUNK_PER_PROCESS = 4  # random and grid search: candidates per process in each batch (progress, journal)
+
+
+def _chunk(problem: Problem) -> int:
+    return CHUNK_PER_PROCESS * problem.world_size
 
 
 def random_search(problem: Problem, *, evaluations: int, seed: int = 0) -> list[Record]:
+    """``evaluations`` new plausible samples, drawn as in one batch and evaluated in chunks."""
     rng = check_common(evaluations, seed)
     with problem.session(evaluations, "random search"):
-        for _ in range(evaluations):
-            problem.run(problem.draw(lambda: problem.space.sample(rng)))
+        while len(problem.history) < evaluations:
+            count = min(_chunk(problem), evaluations - len(problem.history))
+            problem.run_many(problem.draw_many(lambda: problem.space.sample(rng), count))
     return problem.history
 
 
@@ -44,20 +53,28 @@ def grid_search(problem: Problem, *, evaluations: int | None = None, limit: int 
                         "evolution or BO, or a smaller space")
     total = min(size, evaluations) if evaluations else size
     with problem.session(total, "grid search"):
+        batch: list[dict] = []
         for arch in space.enumerate():
-            if evaluations and len(problem.history) >= evaluations:
+            if len(problem.history) + len(batch) >= total:
                 break
             if problem.space.to_string(arch) not in problem.seen and problem.plausible(arch):
-                problem.run(arch)
+                batch.append(arch)
+            if len(batch) == _chunk(problem):
+                problem.run_many(batch)
+                batch = []
+        problem.run_many(batch)
     return problem.history
 
 
 def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = True, evaluations: int,
                           population: int = 12, children: int = 6, tournament: int = 4,
                           mutation_prob: float = 0.15, crossover_prob: float = 0.5, seed: int = 0) -> list[Record]:
-    """``population`` random members, then children of tournament winners replace the oldest, one by one.
+    """``population`` random members, then generations of ``children`` children of tournament winners, each
+    replacing the oldest members.
 
-    A generation is ``children`` consecutive children (it only labels records).
+    This is the batched variant of aging evolution: the children of one generation are all bred from the
+    same population, and join it (the oldest leaving) together, so a generation is evaluated as one batch
+    and several processes can share it. ``children=1`` is the original one-by-one algorithm.
     """
     rng = check_common(evaluations, seed)
     if population < 2 or children < 1 or not 1 <= tournament <= population:
@@ -76,11 +93,13 @@ def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = 
         return space.mutate(parent, rng, mutation_prob)
 
     with problem.session(evaluations, "evolution"):
-        alive = [problem.run(problem.draw(lambda: space.sample(rng)), 0) for _ in range(min(population, evaluations))]
+        alive = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(population, evaluations)), 0)
+        generation = 0
         while len(problem.history) < evaluations:
-            generation = (len(problem.history) - population) // children + 1
-            alive.append(problem.run(problem.draw(lambda: child(alive)), generation))
-            alive.pop(0)
+            generation += 1
+            count = min(children, evaluations - len(problem.history))
+            alive += problem.run_many(problem.draw_many(lambda: child(alive), count), generation)
+            del alive[:count]
     return problem.history
 
 
@@ -141,7 +160,8 @@ def _rank_and_crowding(records: Sequence[Record], objectives: Objectives) -> tup
 
 def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, population: int = 12,
           mutation_prob: float = 0.15, crossover_prob: float = 0.9, seed: int = 0) -> list[Record]:
-    """Elitist non-dominated sorting with crowding distance; each generation breeds ``population`` children."""
+    """Elitist non-dominated sorting with crowding distance; each generation breeds ``population`` children,
+    evaluated as one batch (as is the initial population)."""
     rng = check_common(evaluations, seed)
     if len(objectives) < 2:
         raise UserError("NSGA-II needs at least two objectives (use evolution for one)")
@@ -149,7 +169,7 @@ def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, populat
         raise UserError("NSGA-II needs a population of at least 2")
     space = problem.space
     with problem.session(evaluations, "NSGA-II"):
-        parents = [problem.run(problem.draw(lambda: space.sample(rng)), 0) for _ in range(min(population, evaluations))]
+        parents = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(population, evaluations)), 0)
         generation = 0
         while len(problem.history) < evaluations:
             generation += 1
@@ -166,8 +186,8 @@ def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, populat
                     arch = space.crossover(arch, pick().arch, rng)
                 return space.mutate(arch, rng, mutation_prob)
 
-            offspring = [problem.run(problem.draw(breed), generation)
-                         for _ in range(min(population, evaluations - len(problem.history)))]
+            offspring = problem.run_many(problem.draw_many(breed, min(population, evaluations - len(problem.history))),
+                                         generation)
             merged = parents + offspring
             chosen: list[Record] = []
             pts = _points(merged, objectives)
@@ -189,15 +209,16 @@ def bayesian_optimisation(problem: Problem, *, objective: str, maximize: bool = 
     """``initial`` random evaluations, then one at a time the pool candidate of highest constrained EI.
 
     Bounds on estimated metrics filter the pool; each bound on an evaluated metric gets its own GP and
-    multiplies EI by the probability of meeting it (Gardner et al., 2014).
+    multiplies EI by the probability of meeting it (Gardner et al., 2014). Only the initial design is one
+    batch that processes share; each later step needs the metrics of the one before, so it evaluates one
+    candidate (on rank 0) while the other processes wait.
     """
     rng = check_common(evaluations, seed)
     if initial < 2 or pool < 1:
         raise UserError("BO needs at least 2 initial random evaluations and a pool of at least 1")
     space = problem.space
     with problem.session(evaluations, "BO"):
-        for _ in range(min(initial, evaluations)):
-            problem.run(problem.draw(lambda: space.sample(rng)))
+        problem.run_many(problem.draw_many(lambda: space.sample(rng), min(initial, evaluations)))
         while len(problem.history) < evaluations:
             history = problem.history
             x = np.array([space.encode(r.arch) for r in history])

@@ -26,6 +26,9 @@ over the others'; its gain, overlapping communication with the backward, would o
 flat all-reduce per optimizer step is exact and simple, and sends what DDP would (the gradients) plus the
 batch-norm statistics (under 2% more on ``mbv3``).
 
+Searches use the same group (``torchrun ... -m search.evolve``): :meth:`Group.map` shares a batch of
+evaluations round-robin over the ranks.
+
 Only rank 0 reads and writes files (:meth:`Group.from_main` hands what it read to the others), so nobody reads
 a half-written file and a run on several nodes needs ``--out`` on rank 0's node only; the data must be on
 every node.
@@ -35,7 +38,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -95,6 +98,38 @@ class Group:
         for tensor, values in zip(tensors, flat[:-1].split([t.numel() for t in tensors])):
             tensor.copy_(values.view(tensor.shape))
         return flat[-1].item()
+
+    def map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[function(item) for item in items]``, the items shared round-robin over the ranks.
+
+        Rank r computes items r, r + N, r + 2N, ...; one ``all_gather_object`` then gives every rank every
+        result, in the order of ``items``. What this is for: each rank runs the same seeded algorithm, so all
+        know the same items, and only the expensive calls are split (a search's evaluations). A
+        :class:`UserError` on any rank is raised on every rank, so none waits for a result that never comes.
+        """
+        if self.world_size == 1:
+            return [function(item) for item in items]
+        mine: dict[int, T] = {}
+        error = None
+        try:
+            for index in range(self.rank, len(items), self.world_size):
+                mine[index] = function(items[index])
+        except UserError as err:
+            error = str(err)
+        gathered = self.gather((mine, error))
+        errors = [e for _, e in gathered if e is not None]
+        if errors:
+            raise UserError(errors[0])
+        merged = {index: result for part, _ in gathered for index, result in part.items()}
+        return [merged[index] for index in range(len(items))]
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's ``value``, by rank, on every rank (picklable values)."""
+        if self.world_size == 1:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
 
     def from_main(self, read: Callable[[], T]) -> T:
         """``read()`` on rank 0 only; every rank gets its result, or raises its :class:`UserError`."""
