@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,16 +25,34 @@ sys.path.insert(0, str(ROOT))
 from supernet.data import DEFAULT_DATA  # noqa: E402
 
 
-def wall_seconds(processes: int, steps: int, args: argparse.Namespace) -> float:
-    """Wall time of a fresh training run of ``steps`` steps, 2 threads in all however many processes."""
+def wall_seconds(processes: int, module_args: list[str], threads: int) -> float:
+    """Wall time of ``python -m MODULE_ARGS`` in one process, or under torchrun in ``processes``, with ``threads``
+    threads in all however many processes."""
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads // processes)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *launcher, "-m", *module_args], env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def compare(unit: str, count: int, warmup: int, threads: int, seconds: Callable[[int, int], float]) -> None:
+    """Print ``unit``/s of 1 and of 2 processes and their ratio; ``seconds(processes, n)`` times a fresh run of
+    ``n`` units, and a run of ``warmup`` is subtracted from one of ``warmup + count`` to cancel start-up."""
+    print(f"{'arm':32s} {unit + '/s':>8s} {'ratio':>6s}")
+    rates = {}
+    for processes in (1, 2):
+        rates[processes] = count / (seconds(processes, warmup + count) - seconds(processes, warmup))
+        label = f"{processes} process(es) x {threads // processes} thread(s)"
+        print(f"{label:32s} {rates[processes]:8.3f} {rates[processes] / rates[1]:6.2f}")
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+def train_seconds(processes: int, steps: int, args: argparse.Namespace) -> float:
+    """Wall time of a fresh training run of ``steps`` steps."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, *launcher, "-m", "supernet.train", "--data", args.data, "--out", out,
-                   "--batch-size", str(args.batch_size), "--stop-after", str(steps), "--checkpoint-every", "100000"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads // processes)}
-        start = time.perf_counter()
-        subprocess.run(command, env=env, check=True, capture_output=True)
-        return time.perf_counter() - start
+        return wall_seconds(processes, ["supernet.train", "--data", args.data, "--out", out, "--batch-size",
+                                        str(args.batch_size), "--stop-after", str(steps), "--checkpoint-every",
+                                        "100000"], args.threads)
 
 
 def main() -> None:
@@ -46,14 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"global batch {args.batch_size}, {args.steps} timed steps, {args.threads} threads in all, "
           f"load average {os.getloadavg()[0]:.2f} at start")
-    print(f"{'arm':32s} {'steps/s':>8s} {'ratio':>6s}")
-    rates = {}
-    for processes in (1, 2):
-        seconds = wall_seconds(processes, args.warmup + args.steps, args) - wall_seconds(processes, args.warmup, args)
-        rates[processes] = args.steps / seconds
-        label = f"{processes} process(es) x {args.threads // processes} thread(s)"
-        print(f"{label:32s} {rates[processes]:8.3f} {rates[processes] / rates[1]:6.2f}")
-    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    compare("steps", args.steps, args.warmup, args.threads, lambda n, steps: train_seconds(n, steps, args))
 
 
 if __name__ == "__main__":
