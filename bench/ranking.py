@@ -2,6 +2,8 @@
 
     python bench/ranking.py                      # 30 subnets: 25-40 min on the 2-core VM
     python bench/ranking.py --subnets 3 --train-images 512 --out /tmp/rank-test   # a quick check (< 1 min)
+    python bench/ranking.py --epochs 2 --train-seed 1 --reference runs/bench-ranking-e2 --out runs/bench-ranking-e2-s1
+        # the same subnets trained with another seed: tau between the two stand-alone runs is the ceiling
 
 Search trusts the supernet's inherited-weight accuracy as a stand-in for what a subnet would reach if trained
 on its own; this measures how far that holds, as rank agreement (one-shot supernets are usually reported at
@@ -108,6 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=1, help="stand-alone training epochs")
     parser.add_argument("--train-images", type=int, default=12000, help="training images for stand-alone training")
     parser.add_argument("--seed", type=int, default=0, help="subnet stream, weight init and batch order")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="weight init and batch order of the stand-alone training (default: --seed); with "
+                             "--reference, measures the yardstick's own noise on the same subnets")
+    parser.add_argument("--reference", default=None,
+                        help="another run's OUT folder (same subnets, e.g. another --train-seed): also print tau "
+                             "between the two runs' stand-alone accuracies, the ceiling this bench can show")
     parser.add_argument("--checkpoint", default=str(PRETRAINED))
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--out", default="runs/bench-ranking")
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--train-images {args.train_images} exceeds the {len(splits.train)} training images")
     train_set = splits.train.subset(torch.arange(args.train_images))
     steps = args.epochs * math.ceil(args.train_images / TrainConfig.batch_size)
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, warmup_steps=math.ceil(0.05 * steps))
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    config = TrainConfig(epochs=args.epochs, seed=train_seed, warmup_steps=math.ceil(0.05 * steps))
     calibration = splits.train.subset(torch.arange(min(DEFAULT_CALIBRATION, len(splits.train))))
 
     def score(model: torch.nn.Module) -> float:
@@ -143,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(args.data), "val_size": val_size,
                 "seed": args.seed, "epochs": args.epochs, "train_images": args.train_images,
                 "calibration_images": len(calibration)}
+    if train_seed != args.seed:  # only then, so that files written before this option still resume
+        settings["train_seed"] = train_seed
     path = Path(args.out) / "ranking.json"
     results: dict[str, Any] = {"settings": settings, "subnets": []}
     if path.exists():
@@ -191,6 +202,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mean validation top-1: inherited {summary['mean_inherited_top1']:.4f}, "
           f"stand-alone {summary['mean_standalone_top1']:.4f}   (mean {summary['mean_seconds']:.1f} s per subnet)")
     print(f"target tau >= {TARGET_TAU}: {'met' if summary['target_met'] else 'NOT met'}")
+    if args.reference:
+        other = {r["arch"]: r for r in read_json(Path(args.reference) / "ranking.json", "reference ranking")["subnets"]}
+        shared = [space.to_string(arch) for arch in archs if space.to_string(arch) in other]
+        if len(shared) < 2:
+            raise UserError(f"{args.reference} shares fewer than 2 subnets with this run: use the same --seed")
+        ours, theirs = [done[k]["standalone_top1"] for k in shared], [other[k]["standalone_top1"] for k in shared]
+        ceiling = kendall_tau(ours, theirs)
+        results["summary"]["standalone_vs_reference_tau"] = ceiling
+        write_json(path, results)
+        print(f"Kendall tau between the two runs' stand-alone accuracies (the yardstick's noise ceiling) "
+              f"{ceiling:.3f} over {len(shared)} subnets")
     print(f"wrote {path} and {png}")
 
 
