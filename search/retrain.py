@@ -145,11 +145,12 @@ def score(model: Subnet, space: Space, splits: Splits, config: RetrainConfig) ->
     return {"val_top1": val_top1, "test": test, "flops": flops, "params": params, "latency": latency}
 
 
-def resolve_arch(args: argparse.Namespace, space: Space) -> str:
-    """The canonical string of ``--arch``, or of the winner of ``--results`` / ``--scenario``."""
-    if args.results:
-        return space.to_string(winner_of(read_json(args.results, "search results"), args.scenario, args.results, space))
-    return space.to_string(space.parse(args.arch))
+def resolve_arch(config: RetrainConfig, space: Space) -> str:
+    """The canonical string of ``config.arch``, or of the winner of ``config.results`` / ``config.scenario``."""
+    if config.results and not config.arch:
+        results = read_json(config.results, "search results")
+        return space.to_string(winner_of(results, config.scenario, config.results, space))
+    return space.to_string(space.parse(config.arch))
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
@@ -193,6 +194,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     config.validate()
     command = command or sys.argv
     supernet, meta = load_supernet(config.checkpoint)
+    config = dataclasses.replace(config, arch=resolve_arch(config, supernet.space))
     space = supernet.space
     if config.mode == "last-stages" and config.stages > space.num_stages:
         raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
@@ -287,12 +289,7 @@ def report(result: dict[str, Any], out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args, resume = parse_args(argv)
     common = {f.name for f in dataclasses.fields(RetrainConfig)} - {"arch"}
-    fields = {k: v for k, v in vars(args).items() if k in common}
-    if resume:
-        config = RetrainConfig(arch="", **fields)
-    else:
-        space = load_supernet(args.checkpoint)[0].space
-        config = RetrainConfig(arch=resolve_arch(args, space), **fields)
+    config = RetrainConfig(arch=args.arch or "", **{k: v for k, v in vars(args).items() if k in common})
     retrain(config, resume, command=["python", "-m", "search.retrain", *(sys.argv[1:] if argv is None else argv)])
 
 
