@@ -1,0 +1,1 @@
+"""Fault tests: crash and resume, full disks, bad input, divergence, crafted files (issue 8)."""
