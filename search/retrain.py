@@ -39,6 +39,7 @@ from search.latency import parse_device, table_for
 from search.metrics import classification_report, confusion_png
 from supernet.checkpoint import PRETRAINED, SUBNET_FORMAT, load_checkpoint, load_supernet, save_subnet_checkpoint
 from supernet.data import DEFAULT_DATA, Splits, load_splits
+from supernet.divergence import StepGuard
 from supernet.errors import UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import read_json, write_json
@@ -73,6 +74,7 @@ class RetrainConfig:
     calibration_size: int = DEFAULT_CALIBRATION
     checkpoint_every: int = 100
     stop_after: int = 0  # stop after N steps in this run, leaving OUT/last.pt to --resume (0: run to the end)
+    nonfinite_limit: int = 5  # stop after this many steps in a row with a non-finite loss (each is skipped)
     device: str = "cpu"  # where latency is measured
     table: str | None = None
     allow_foreign_table: bool = False
@@ -83,7 +85,7 @@ class RetrainConfig:
     def validate(self) -> "RetrainConfig":
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        check_flags(self, positive=("epochs", "batch_size", "stages", "checkpoint_every"),
+        check_flags(self, positive=("epochs", "batch_size", "stages", "checkpoint_every", "nonfinite_limit"),
                     non_negative=("lr", "momentum", "weight_decay", "label_smoothing", "subset", "calibration_size",
                                   "stop_after"))
         if self.warmup_steps < -1:
@@ -216,41 +218,45 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     schedule = config.schedule(total)
     optimizer = make_optimizer(nn.ModuleList(parts), schedule)
     step, history = 0, []
+    guard = StepGuard(model, config.nonfinite_limit, str(last))
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["progress"]["step"], state["progress"]["history"]
+        guard.load_state_dict(state["progress"].get("nonfinite", {}))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
 
     def checkpoint(path: Path, **extra: Any) -> None:
-        progress = {"step": step, "total_steps": total, "val_top1_before": val_before, "history": history}
+        progress = {"step": step, "total_steps": total, "val_top1_before": val_before, "history": history,
+                    "nonfinite": guard.state_dict()}
         save_subnet_checkpoint(path, model, space.config, retrain_config=dataclasses.asdict(config), command=command,
                                progress=progress, **extra)
 
     end = min(total, step + config.stop_after) if config.stop_after else total
-    bar = tqdm(total=total, initial=step, desc=f"retrain ({config.mode})", unit="step", dynamic_ncols=True)
-    while step < end:
-        epoch, first = divmod(step, per_epoch)
-        set_training(model, parts)
-        for x, y in epoch_batches(train_set, schedule, epoch, start=first):
-            set_lr(optimizer, schedule, step, total)
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)), y,
-                                   label_smoothing=schedule.label_smoothing)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if step % per_epoch == 0:
-                history.append({"epoch": epoch + 1, "step": step, "val_top1": accuracy(model, splits.val)})
-                model = model.to(memory_format=memory_format)
-                set_training(model, parts)
-            if step % config.checkpoint_every == 0 or step % per_epoch == 0 or step == end:
-                checkpoint(last, optimizer=optimizer.state_dict())
-            if step == end:
-                break
-    bar.close()
+    with tqdm(total=total, initial=step, desc=f"retrain ({config.mode})", unit="step", dynamic_ncols=True) as bar:
+        while step < end:
+            epoch, first = divmod(step, per_epoch)
+            set_training(model, parts)
+            for x, y in epoch_batches(train_set, schedule, epoch, start=first):
+                set_lr(optimizer, schedule, step, total)
+                optimizer.zero_grad(set_to_none=True)
+                guard.before()
+                loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)), y,
+                                       label_smoothing=schedule.label_smoothing)
+                loss.backward()
+                if guard.check(loss.item(), step):  # raises Diverged after too many bad steps in a row
+                    optimizer.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+                if step % per_epoch == 0:
+                    history.append({"epoch": epoch + 1, "step": step, "val_top1": accuracy(model, splits.val)})
+                    model = model.to(memory_format=memory_format)
+                    set_training(model, parts)
+                if (step % config.checkpoint_every == 0 or step % per_epoch == 0 or step == end) and not guard.streak:
+                    checkpoint(last, optimizer=optimizer.state_dict())  # never in a run of bad steps
+                if step == end:
+                    break
     if step < total:
         print(f"stopped at step {step} of {total}; continue with python -m search.retrain --resume --out {out}")
         return {"step": step, "total_steps": total}

@@ -13,6 +13,13 @@ class UserError(Exception):
     """Bad input from the user: the message names the thing and says what to do."""
 
 
+class Diverged(Exception):
+    """Training stopped because its loss kept coming out non-finite; the last good checkpoint is intact.
+
+    CLIs print its message on one line and exit with status 3, so a script can tell it from bad input (2).
+    """
+
+
 def check_flags(values: object, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
     """Refuse the first of the named flags (attributes of an argparse namespace or a config) that is out of range."""
     for name in positive:
@@ -24,12 +31,16 @@ def check_flags(values: object, positive: Sequence[str] = (), non_negative: Sequ
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> NoReturn:
-    """Run a CLI ``main`` and turn :class:`UserError` into a one-line message and exit status 2."""
+    """Run a CLI ``main``; :class:`UserError` and :class:`Diverged` end in a one-line message and exit status 2
+    and 3."""
     try:
         main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from supernet.checkpoint import load_checkpoint, save_checkpoint
 from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
 from supernet.distributed import DEVICES, Group, join
+from supernet.divergence import StepGuard
 from supernet.errors import UserError, check_flags, run_cli
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
@@ -63,9 +64,11 @@ class TrainConfig:
     checkpoint_every: int = 100
     stop_after: int = 0  # stop after N steps in this run, leaving OUT/last.pt to --resume (0: run to the end)
     channels_last: bool = True
+    nonfinite_limit: int = 5  # stop after this many steps in a row with a non-finite loss (each is skipped)
 
     def validate(self) -> "TrainConfig":
-        check_flags(self, positive=("epochs", "batch_size", "checkpoint_every", "val_size", "calib_size"),
+        check_flags(self, positive=("epochs", "batch_size", "checkpoint_every", "val_size", "calib_size",
+                                        "nonfinite_limit"),
                     non_negative=("lr", "weight_decay", "label_smoothing", "momentum", "warmup_steps",
                                   "random_subnets", "subset", "stop_after"))
         get_space(self.space)
@@ -176,12 +179,14 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     model = Supernet(space.config).to(group.device)
     optimizer = make_optimizer(model, config)
     step = 0
-    losses: list[float | None] = []  # the global batch's loss (largest subnet) at each step
+    losses: list[float | None] = []  # the global batch's loss (largest subnet) at each step; None: skipped
+    guard = StepGuard(model, config.nonfinite_limit, str(last), verbose=group.is_main)
     if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["progress"]["step"]
         losses = (list(state["progress"].get("losses", [])) + [None] * step)[:step]  # None: not recorded
+        guard.load_state_dict(state["progress"].get("nonfinite", {}))
     if state is not None:
         command = state.get("command") or command  # a resumed run records the command that started it
     command = command or sys.argv
@@ -197,31 +202,33 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         if group.is_main:
             save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command,
                             progress={"step": step, "total_steps": total, "world_size": group.world_size,
-                                      "losses": losses}, **extra)
+                                      "losses": losses, "nonfinite": guard.state_dict()}, **extra)
 
     start = time.time()
     end = min(total, step + config.stop_after) if config.stop_after else total
-    bar = tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True,
-               disable=not group.is_main)
-    while step < end:
-        epoch, first = divmod(step, per_epoch)
-        for x, y in epoch_batches(train_set, config, epoch, start=first):
-            set_lr(optimizer, config, step, total)
-            optimizer.zero_grad(set_to_none=True)
-            x, y, share = group.shard(x, y)
-            loss = sandwich_step(model, x.to(group.device, memory_format=memory_format), y.to(group.device),
-                                 config, random.Random(f"{config.seed}-{step}"))
-            loss = group.reduce_step(model, loss, share)
-            losses.append(loss)
-            optimizer.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}")
-            if step % config.checkpoint_every == 0 or step % per_epoch == 0:
-                checkpoint(last, optimizer=optimizer.state_dict())
-            if step == end:
-                break
-    bar.close()
+    with tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True,
+              disable=not group.is_main) as bar:
+        while step < end:
+            epoch, first = divmod(step, per_epoch)
+            for x, y in epoch_batches(train_set, config, epoch, start=first):
+                set_lr(optimizer, config, step, total)
+                optimizer.zero_grad(set_to_none=True)
+                x, y, share = group.shard(x, y)
+                guard.before()
+                loss = sandwich_step(model, x.to(group.device, memory_format=memory_format), y.to(group.device),
+                                     config, random.Random(f"{config.seed}-{step}"))
+                loss = group.reduce_step(model, loss, share)
+                good = guard.check(loss, step)  # raises Diverged after too many bad steps in a row
+                losses.append(loss if good else None)
+                if good:
+                    optimizer.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}")
+                if (step % config.checkpoint_every == 0 or step % per_epoch == 0) and not guard.streak:
+                    checkpoint(last, optimizer=optimizer.state_dict())  # never in a run of bad steps
+                if step == end:
+                    break
     checkpoint(last, optimizer=optimizer.state_dict())
     if not group.is_main:
         return {"step": step, "total_steps": total}
@@ -230,6 +237,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         return {"step": step, "total_steps": total}
     metrics = final_metrics(model.cpu(), splits, config)
     metrics["train_seconds_this_run"] = round(time.time() - start, 1)
+    metrics["skipped_steps"] = guard.skipped
     checkpoint(out / "final.pt", metrics=metrics)
     write_json(out / "metrics.json", metrics)
     for name in ("largest", "smallest"):
