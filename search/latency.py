@@ -344,6 +344,8 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
     old = _resumable(path, data)
     if old:
         data.update(probe=old["probe"], created=old["created"], entries=old["entries"], calibration=old["calibration"])
+        print(f"resuming {path}: {len(data['entries'])} units and {len(data['calibration'])} calibration subnets "
+              "already measured", file=sys.stderr)
     probe = make_probe(config, batch_size, device, settings.runtime) if settings.reference_probe else None
     timer = Timer(device, settings, probe, data["probe"]["ms"] if data["probe"] else None)
     if probe is not None and data["probe"] is None:

@@ -177,6 +177,9 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     for key in ("out", "verify"):
         identity.pop(key)
     journal = group.from_main(lambda: Journal(out / "journal.json", identity))  # read once; rank 0 writes it
+    if len(journal) and group.is_main:
+        print(f"resuming {out / 'journal.json'}: {len(journal)} evaluations and {len(journal.measurements)} timings "
+              "recorded are replayed, not redone", file=sys.stderr)
     evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size)
     fixed = [b for b in (Bound("flops", upper=config.max_flops), Bound("params", upper=config.max_params))
              if b.upper is not None]
