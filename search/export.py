@@ -125,15 +125,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"exported model {path} does not exist")
     if zipfile.is_zipfile(path):  # TorchScript archives are zip files; ONNX models are protobuf
-        files = {"metadata.json": ""}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.load. is deprecated", category=DeprecationWarning)
-            try:
-                torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-            except RuntimeError as err:
-                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
-                raise UserError(f"{path} is not a TorchScript file this torch can load ({reason})") from None
-        text = files["metadata.json"]
+        text = _torchscript_metadata(path)
     elif (onnx := _optional("onnx")) is not None:
         try:
             model = onnx.load(str(path), load_external_data=False)
@@ -146,7 +138,24 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not TorchScript; reading ONNX metadata needs onnx or onnxruntime: {ONNX_EXTRA}")
     if not text:
         raise UserError(f"{path} carries no metadata.json: was it exported by `python -m search.export`?")
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} has a corrupt metadata.json ({err})") from None
+
+
+def _torchscript_metadata(path: Path) -> str:
+    """The ``metadata.json`` extra file of a TorchScript archive, read as a zip member: the model itself is not
+    loaded, so reading metadata runs nothing from the file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any("/code/" in name for name in names):
+                raise UserError(f"{path} is not a TorchScript file (no code/ in the archive; a torch.save checkpoint?)")
+            found = [n for n in names if n.endswith("/extra/metadata.json") and n.count("/") == 2]
+            return archive.read(found[0]).decode() if found else ""
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a readable TorchScript file ({err})") from None
 
 
 def _optional(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, An
         hint = "python -m search.retrain" if kind == SUBNET_FORMAT else "python -m supernet.train"
         raise UserError(f"checkpoint {path} does not exist; train one with `{hint}`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would precede the one-line error
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"checkpoint {path} is corrupt, truncated or not a {what} checkpoint ({reason[:200]})") from None
