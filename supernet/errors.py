@@ -5,6 +5,7 @@ malformed architecture or a foreign checkpoint never ends in a traceback. Anythi
 """
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -24,13 +25,21 @@ def check_flags(values: object, positive: Sequence[str] = (), non_negative: Sequ
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> NoReturn:
-    """Run a CLI ``main`` and turn :class:`UserError` into a one-line message and exit status 2."""
+    """Run a CLI ``main`` and turn :class:`UserError` into a one-line message and exit status 2.
+
+    The message is printed once the traceback and the frames it held are freed (out of the ``except`` block,
+    and collected: context managers on the way make cycles), so that a progress bar the error interrupted has
+    closed and redrawn itself first; otherwise the message is glued to the bar and the bar redrawn after it.
+    """
     try:
         main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        message = f"error: {err}"
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(0)
+    else:
+        sys.exit(0)
+    gc.collect()
+    print(message, file=sys.stderr)
+    sys.exit(2)
