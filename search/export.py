@@ -46,7 +46,7 @@ from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
-from supernet.io import atomic_write, read_json
+from supernet.io import atomic_serialize, atomic_write, read_json
 from supernet.model import Subnet
 from supernet.space import Space, SpaceConfig
 
@@ -70,7 +70,7 @@ def export(subnet: nn.Module, path: str | Path, metadata: Mapping[str, Any], exa
         with torch.no_grad():
             _check("the frozen TorchScript subnet", frozen(example), subnet(example))
         files = {"metadata.json": json.dumps(metadata, indent=2)}
-        return atomic_write(path, lambda tmp: torch.jit.save(frozen, str(tmp), _extra_files=files))
+        return atomic_serialize(path, lambda buffer: torch.jit.save(frozen, buffer, _extra_files=files))
 
 
 def export_onnx(subnet: nn.Module, path: str | Path, metadata: Mapping[str, Any], example: torch.Tensor) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from supernet.errors import UserError
-from supernet.io import atomic_write
+from supernet.io import atomic_serialize
 from supernet.model import Subnet, Supernet
 from supernet.space import Space, SpaceConfig
 
@@ -32,14 +32,14 @@ def save_checkpoint(path: str | os.PathLike, model: Supernet, **fields: Any) -> 
     """Write ``model`` and ``fields`` (train_config, command, progress, optimizer, metrics...) atomically."""
     payload = {"format": FORMAT, "version": VERSION, "space": model.config.to_dict(),
                "state_dict": model.state_dict(), **fields}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_serialize(path, lambda buffer: torch.save(payload, buffer))
 
 
 def save_subnet_checkpoint(path: str | os.PathLike, model: Subnet, config: SpaceConfig, **fields: Any) -> Path:
     """Write a subnet of ``config`` with its architecture and ``fields`` atomically."""
     payload = {"format": SUBNET_FORMAT, "version": VERSION, "space": config.to_dict(), "arch": model.arch,
                "state_dict": model.state_dict(), **fields}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_serialize(path, lambda buffer: torch.save(payload, buffer))
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""The one exception type that user-facing code raises for bad input.
+"""The exceptions that user-facing code raises for bad input and for a diverged training run.
 
 CLIs catch :class:`UserError` and print its message on one line with exit status 2, so a wrong flag, a
-malformed architecture or a foreign checkpoint never ends in a traceback. Anything else is a bug.
+malformed architecture or a foreign checkpoint never ends in a traceback; :class:`Diverged` likewise, with exit
+status 3. Anything else is a bug.
 """
 from __future__ import annotations
 
 import sys
 from typing import Callable, NoReturn, Sequence
+
+from tqdm import tqdm
 
 
 class UserError(Exception):
@@ -32,16 +35,28 @@ def check_flags(values: object, positive: Sequence[str] = (), non_negative: Sequ
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> NoReturn:
     """Run a CLI ``main``; :class:`UserError` and :class:`Diverged` end in a one-line message and exit status 2
-    and 3."""
+    and 3.
+
+    Progress bars the error interrupted are closed first, so the message is the last line, on its own, rather
+    than glued to a bar that is redrawn after it.
+    """
     try:
         main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        message, status = f"error: {err}", 2
     except Diverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
+        message, status = f"error: {err}", 3
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(0)
+    else:
+        sys.exit(0)
+    _close_progress_bars()
+    print(message, file=sys.stderr)
+    sys.exit(status)
+
+
+def _close_progress_bars() -> None:
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -1,45 +1,130 @@
 """Atomic file writes: a result, checkpoint, table or export is either the old file or the new one, never half.
 
 Everything is written to a temporary file in the destination's folder, flushed to disk, then renamed over the
-destination. A failed write (full disk, killed process) removes the temporary file and leaves the previous
-file untouched.
+destination. A failed write (full disk, no permission) removes the temporary file, leaves the previous file
+untouched and says so in a one-line :class:`UserError`. A process killed mid-write leaves its temporary file
+behind; the next successful write of the same destination removes it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from supernet.errors import UserError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` and rename the result onto ``path`` only if it succeeded."""
+    """Call ``write(tmp_path)`` and rename the result onto ``path`` only if it succeeded.
+
+    A failed write is an :class:`OSError` (full disk, file too large, no permission), or another exception
+    raised because of one: libraries that write through Python file objects re-raise the ``OSError`` as, say,
+    a ``RuntimeError`` with the ``OSError`` as its cause or context. Both become a one-line :class:`UserError`
+    naming ``path``. Any other exception propagates unchanged, because a ``RuntimeError`` with no ``OSError``
+    behind it is a bug or a failed check (an export that disagrees with the eager model), and calling it a
+    full disk would hide it. Either way the temporary file is removed and the previous file is untouched.
+    Writers whose own I/O errors do not carry the ``OSError`` (torch's C++ file writer) should not write
+    the file themselves: see :func:`atomic_serialize`.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create folder {path.parent}: {err.strerror}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The pid in the name tells a dead writer's leftover from a live writer's file (_remove_stale_temporaries).
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a read-only folder, no inode left
+        raise _write_failed(path, err) from None
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"could not write {path} ({err.strerror or err}); the previous file is intact") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        cause = _os_error(err)
+        if cause is None or isinstance(err, UserError):
+            raise
+        raise _write_failed(path, cause) from None
+    _remove_stale_temporaries(path)
     return path
+
+
+def atomic_serialize(path: str | os.PathLike, serialize: Callable[[BinaryIO], None]) -> Path:
+    """Let ``serialize(buffer)`` write into memory, then write the bytes to ``path`` atomically.
+
+    For ``torch.save`` and ``torch.jit.save``: given a file name, they write through a C++ stream which, on a
+    full disk, raises a ``RuntimeError`` that does not say why ("unexpected pos 576 vs 534") or, for
+    ``torch.jit.save``, aborts the whole process from a destructor (seen with torch 2.13). Written from Python,
+    a full disk is a plain ``OSError``. The price is one copy of the file in memory while it is written.
+    """
+    buffer = io.BytesIO()
+    serialize(buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def _write_failed(path: Path, cause: OSError) -> UserError:
+    """The one-line error for a failed write of ``path``, saying what became of the previous file."""
+    reason = (cause.strerror or str(cause) or type(cause).__name__).strip().splitlines()[0][:200]
+    state = "the previous file is intact" if path.exists() else "no file was written"
+    return UserError(f"could not write {path} ({reason}); {state}")
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """``err`` itself if it is an OSError, else the first OSError it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of ``path`` that writers killed mid-write left behind.
+
+    Only names :func:`atomic_write` gives ``path``'s temporary files (``.{name}.{pid}.{random}.tmp``), and only
+    when that process is gone: a concurrent write of the same file (another command, another thread) keeps its
+    temporary file. Best effort: the write itself has succeeded, so a file that cannot be removed is left.
+    """
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[a-z0-9_]+\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not _running(int(match[1])):
+            with contextlib.suppress(OSError):
+                (path.parent / name).unlink()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (this process counts: another thread may be writing)."""
+    if pid == os.getpid() or os.name != "posix":  # on Windows os.kill(pid, 0) would not merely ask
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    except OverflowError:  # not a pid at all
+        return False
+    return True
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
