@@ -44,7 +44,7 @@ from tqdm import tqdm
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import RUNTIMES, Timer, TimingSettings, prepare
-from supernet.errors import UserError, run_cli
+from supernet.errors import ArgumentParser, UserError, run_cli
 from supernet.io import read_json, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
@@ -571,7 +571,7 @@ def _settings(args: argparse.Namespace) -> TimingSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m search.latency", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.latency", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="measure a table on a device")
     _setting_flags(build)
