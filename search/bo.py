@@ -7,7 +7,6 @@ enter the pool). Same flags, scenarios, resuming and results as ``search.evolve`
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -15,11 +14,11 @@ from search.problem import Problem, Record
 from search.run import SearchConfig, add_common_args, resolve, search
 from search.strategies import bayesian_optimisation
 from supernet.distributed import join
-from supernet.errors import run_cli
+from supernet.errors import ArgumentParser, run_cli
 
 
 def parse_args(argv: list[str] | None) -> SearchConfig:
-    parser = argparse.ArgumentParser(prog="python -m search.bo", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.bo", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/bo")
     parser.add_argument("--initial", type=int, default=10, help="random evaluations before the model leads")
     parser.add_argument("--pool", type=int, default=300, help="candidates scored by the acquisition per step")

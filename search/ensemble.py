@@ -34,7 +34,7 @@ from search.problem import Record
 from search.strategies import pareto_front
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
-from supernet.errors import UserError, check_flags, run_cli
+from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import read_json, write_json
 from supernet.space import Space, SpaceConfig
@@ -171,7 +171,7 @@ class EnsembleConfig:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m search.ensemble", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("results", help="results.json of a search (python -m search.evolve or search.bo)")
     parser.add_argument("--latency-ms", type=float, required=True,
                         help="total latency budget of the ensemble in milliseconds on --device")

@@ -10,7 +10,6 @@ the evaluations over N processes with the same result.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -18,13 +17,13 @@ from search.problem import Problem, Record
 from search.run import SearchConfig, add_common_args, resolve, search
 from search.strategies import nsga2, random_search, regularized_evolution
 from supernet.distributed import join
-from supernet.errors import run_cli
+from supernet.errors import ArgumentParser, run_cli
 
 ALGORITHMS = ("evolution", "nsga2", "random")
 
 
 def parse_args(argv: list[str] | None) -> SearchConfig:
-    parser = argparse.ArgumentParser(prog="python -m search.evolve", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.evolve", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/evolve")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="evolution")
     parser.add_argument("--population", type=int, default=12)

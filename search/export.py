@@ -44,7 +44,7 @@ from search.evaluate import DEFAULT_CALIBRATION
 from search.latency import parse_device, table_for
 from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
-from supernet.errors import UserError, check_flags, run_cli
+from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write, read_json
 from supernet.model import Subnet
@@ -305,7 +305,7 @@ def from_supernet(args: argparse.Namespace) -> Chosen:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", help="architecture of --checkpoint: canonical string (k5e4-k3e6|...) or JSON object")
     which.add_argument("--results", help="results.json of a search: exports its winner")

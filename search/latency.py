@@ -27,7 +27,9 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
+import math
 import os
 import platform
 import random
@@ -44,7 +46,7 @@ from tqdm import tqdm
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import RUNTIMES, Timer, TimingSettings, prepare
-from supernet.errors import UserError, run_cli
+from supernet.errors import ArgumentParser, UserError, run_cli
 from supernet.io import read_json, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
@@ -240,8 +242,30 @@ def expected_keys(config: SpaceConfig) -> list[str]:
     return [key for key, _, _ in units(config)]
 
 
+def _is_finite(value: Any) -> bool:
+    """A number that is finite as a float (JSON also holds NaN, Infinity and integers of any size)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value >= 0
+    return _is_finite(value) and value >= 0
+
+
+def sum_range(config: SpaceConfig, entries: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
+    """The least and the greatest sum of unit medians over every subnet of ``config``.
+
+    Each block slot's choices are independent, so the extremes take every slot's fastest (slowest) choice
+    and every stage's best (worst) depth; no subnet is enumerated.
+    """
+    sums = []
+    for pick in (min, max):
+        total = entries["stem"]["median_ms"] + entries["head"]["median_ms"]
+        for s in range(len(config.stages)):
+            slots = [pick(entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"]
+                          for k in config.kernels for e in config.expands) for b in range(max(config.depths))]
+            total += pick(sum(slots[:d]) for d in config.depths)
+        sums.append(total)
+    return sums[0], sums[1]
 
 
 def _check(data: Any, path: Path) -> dict[str, Any]:
@@ -258,24 +282,36 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     for key, entry in data["entries"].items():
         if not (isinstance(entry, dict) and all(_is_number(entry.get(f)) for f in ("median_ms", "spread_ms", "count"))):
             raise UserError(f"latency table {path}: entry {key!r} is malformed; rebuild the table")
+    for i, point in enumerate(data["calibration"]):  # what calibrate refits from
+        if not (isinstance(point, dict) and isinstance(point.get("arch"), str) and _is_number(point.get("measured_ms"))):
+            raise UserError(f"latency table {path}: calibration point {i} is malformed; rebuild the table")
     try:
         config = SpaceConfig.from_dict(data["space"])
         names = {f.name for f in dataclasses.fields(TimingSettings)}
         TimingSettings(**{k: v for k, v in data["settings"].items() if k in names})
     except (TypeError, ValueError, KeyError) as err:
         raise UserError(f"latency table {path} has a malformed space or settings ({err}); rebuild it") from None
-    if data["settings"].get("reference_probe") and not (isinstance(data.get("probe"), dict)
-                                                        and _is_number(data["probe"].get("ms"))):
+    batch_size = data["fingerprint"].get("batch_size")
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0):
+        raise UserError(f"latency table {path} has no valid batch size in its fingerprint; rebuild it")
+    probe = data.get("probe")
+    if (probe is not None or data["settings"].get("reference_probe")) and not (isinstance(probe, dict)
+                                                                               and _is_number(probe.get("ms"))):
         raise UserError(f"latency table {path} lacks its reference probe's speed; rebuild it")
-    missing = [k for k in expected_keys(config) if k not in data["entries"]]
+    # A few thousand at most: a corrupt space can name more units (a depth of 10**18) than could ever be listed.
+    missing = list(itertools.islice((key for key, _, _ in units(config) if key not in data["entries"]), 10_000))
     if missing or not data.get("complete"):
         raise UserError(f"latency table {path} is incomplete ({len(missing)} unit entries missing"
                         f"{', e.g. ' + repr(missing[0]) if missing else ', calibration unfinished'}); finish it with "
                         "`python -m search.latency build` and the same flags")
     correction = data.get("correction")
-    if not (isinstance(correction, dict) and _is_number(correction.get("scale"))
-            and isinstance(correction.get("offset_ms"), (int, float)) and correction["scale"] > 0):
+    if not (isinstance(correction, dict) and _is_number(correction.get("scale")) and correction["scale"] > 0
+            and _is_finite(correction.get("offset_ms"))):
         raise UserError(f"latency table {path} has a malformed correction; rebuild it or rerun calibrate")
+    low, high = (correction["scale"] * total + correction["offset_ms"] for total in sum_range(config, data["entries"]))
+    if not (low > 0 and math.isfinite(high)):
+        raise UserError(f"latency table {path} predicts latencies from {low:.3g} to {high:.3g} ms across the space, "
+                        "not all positive and finite; rebuild it or rerun calibrate")
     return data
 
 
@@ -318,7 +354,7 @@ def refit(data: dict[str, Any]) -> None:
     sums = [table.unit_sum(table.space.parse(p["arch"])) for p in used]
     measured = [p["measured_ms"] for p in used]
     scale, offset = fit_affine(sums, measured)
-    if scale * table.unit_sum(table.space.smallest()) + offset <= 0:  # a few noisy points can tilt the line
+    if scale * sum_range(table.space.config, data["entries"])[0] + offset <= 0:  # noisy points can tilt the line
         scale, offset = statistics.median(m / x for m, x in zip(measured, sums)), 0.0
     data["correction"] = {"scale": scale, "offset_ms": offset, "points": len(used),
                           "source": "calibrate" if used is given else "build" if not given else "build+calibrate"}
@@ -573,7 +609,7 @@ def _settings(args: argparse.Namespace) -> TimingSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m search.latency", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.latency", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="measure a table on a device")
     _setting_flags(build)

@@ -8,13 +8,12 @@ are written beside the report and linked relatively, so the folder can be moved 
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from search.plot import plot_search, scatter_png
-from supernet.errors import UserError, run_cli
+from supernet.errors import ArgumentParser, UserError, run_cli
 from supernet.io import atomic_write, read_json
 
 
@@ -159,7 +158,7 @@ def write_report(results_path: Path, out: Path, retrain: Sequence[str] = (), ens
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
     parser.add_argument("results", help="results.json of python -m search.evolve or search.bo")
     parser.add_argument("--retrain", action="append", default=[], help="a search.retrain folder or retrain.json "
                         "(repeatable; those in the results' subfolders are found anyway)")

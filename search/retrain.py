@@ -40,7 +40,7 @@ from search.metrics import classification_report, confusion_png
 from supernet.checkpoint import PRETRAINED, SUBNET_FORMAT, load_checkpoint, load_supernet, save_subnet_checkpoint
 from supernet.data import DEFAULT_DATA, Splits, load_splits
 from supernet.divergence import StepGuard
-from supernet.errors import UserError, check_flags, run_cli
+from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import read_json, write_json
 from supernet.model import Subnet, init_weights
@@ -157,7 +157,7 @@ def resolve_arch(config: RetrainConfig, space: Space) -> str:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
     defaults = RetrainConfig(arch="")
-    parser = argparse.ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--arch", help="architecture: canonical string (k5e4-k3e6|...) or JSON object")
     which.add_argument("--results", help="results.json of a search: retrains its winner")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -52,7 +53,7 @@ def _read_idx(path: Path, magic: int) -> torch.Tensor:
     try:
         with gzip.open(path, "rb") as handle:
             data = handle.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: damage inside the compressed stream
         raise UserError(f"dataset file {path} is unreadable or corrupt ({err}); reinstall it with "
                         "`apt-get install --reinstall dataset-fashion-mnist`") from None
     ndim = magic & 0xFF
@@ -74,6 +75,9 @@ def _load_idx(root: Path, split: str) -> ImageSet:
     labels = _read_idx(label_file, 0x00000801).long()
     if len(images) != len(labels):
         raise UserError(f"dataset {root}: {len(images)} images but {len(labels)} labels in the {split} split")
+    if len(labels) and labels.max() >= len(FASHION_CLASSES):  # else training stops at the first batch holding one
+        raise UserError(f"dataset file {label_file} has label {labels.max().item()}, but Fashion-MNIST has "
+                        f"{len(FASHION_CLASSES)} classes: it is corrupt")
     return ImageSet(images.unsqueeze(1).contiguous(), labels)
 
 

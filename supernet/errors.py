@@ -2,10 +2,12 @@
 
 CLIs catch :class:`UserError` and print its message on one line with exit status 2, so a wrong flag, a
 malformed architecture or a foreign checkpoint never ends in a traceback; :class:`Diverged` likewise, with exit
-status 3. Anything else is a bug.
+status 3. Anything else is a bug. :class:`ArgumentParser` gives argparse's own errors (unknown flag, bad value)
+the same one-line form.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -13,7 +15,25 @@ from tqdm import tqdm
 
 
 class UserError(Exception):
-    """Bad input from the user: the message names the thing and says what to do."""
+    """Bad input from the user: the message names the thing and says what to do, on one line.
+
+    Messages quote what the user gave (a key, a value, a decoder's complaint), which may hold line breaks;
+    they are joined here so that the one-line promise does not depend on every caller escaping them.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line, ``error: PROG: MESSAGE (see --help)``, exit status 2.
+
+    argparse prints the whole usage block before its message; on a wrong flag the message is what matters,
+    and every other bad input of these CLIs already reads ``error: ...`` on one line. Sub-commands inherit it.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {' '.join(message.splitlines())} (see --help)\n")
 
 
 class Diverged(Exception):

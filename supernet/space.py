@@ -59,6 +59,21 @@ class SpaceConfig:
     first_block: bool = False
     feature_channels: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse a config no supernet can be built from: what a corrupt or hand-edited file may hold."""
+        sizes = [self.in_channels, self.input_size, self.num_classes, self.stem_channels, self.stem_stride,
+                 self.head_channels, *self.depths, *self.kernels, *self.expands,
+                 *(n for stage in self.stages for n in (stage.width, stage.stride))]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise ValueError("every size, stride and option must be a positive integer")
+        if not (self.stages and self.depths and self.kernels and self.expands):
+            raise ValueError("stages, depths, kernels and expands must not be empty")
+        if not all(s.activation in ("relu", "hswish") and isinstance(s.use_se, bool) for s in self.stages):
+            raise ValueError("a stage's activation must be 'relu' or 'hswish' and use_se true or false")
+        if not (isinstance(self.name, str) and isinstance(self.first_block, bool)
+                and isinstance(self.feature_channels, int) and self.feature_channels >= 0):
+            raise ValueError("name must be text, first_block true or false and feature_channels >= 0")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -71,7 +86,7 @@ class SpaceConfig:
             for key in ("depths", "kernels", "expands"):
                 fields[key] = tuple(fields[key])
             return cls(**fields)
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"malformed space config ({err}): was it written by this tool?") from None
 
 
@@ -119,7 +134,7 @@ class Space:
             stages[s].append(f"k{k}e{e}")
         return "|".join("-".join(blocks) for blocks in stages)
 
-    _BLOCK = re.compile(r"^k(\d+)e(\d+)$")
+    _BLOCK = re.compile(r"k([0-9]{1,4})e([0-9]{1,4})")  # ASCII digits, few enough for int(); see fullmatch below
 
     def from_string(self, text: str) -> Arch:
         """Parse :meth:`to_string` output; blocks beyond a stage's depth take the smallest options."""
@@ -137,7 +152,7 @@ class Space:
             for b in range(self.max_depth):
                 kernel, expand = min(self.config.kernels), min(self.config.expands)
                 if b < len(blocks):
-                    match = self._BLOCK.match(blocks[b])
+                    match = self._BLOCK.fullmatch(blocks[b])
                     if not match:
                         raise UserError(
                             f"architecture string {text!r}: block {blocks[b]!r} is not of the form 'k<kernel>e<expand>'")
@@ -153,12 +168,16 @@ class Space:
         """Accept a canonical string, a JSON object text, or a dict; return a validated dict."""
         if isinstance(value, Mapping):
             return self.validate(value)
+        if not isinstance(value, str):  # e.g. a number where a results or measurements file should hold an arch
+            raise UserError(f"an architecture must be a string or a dict of choices, got {type(value).__name__}")
         text = value.strip()
         if text.startswith("{"):
             try:
                 return self.validate(json.loads(text))
             except json.JSONDecodeError as err:
                 raise UserError(f"architecture JSON is malformed: {err}") from None
+            except RecursionError:
+                raise UserError("architecture JSON is nested too deeply to be an architecture") from None
         return self.from_string(text)
 
     # ---- special members ------------------------------------------------------------------------

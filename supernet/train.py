@@ -34,7 +34,7 @@ from supernet.checkpoint import load_checkpoint, save_checkpoint
 from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
 from supernet.distributed import DEVICES, Group, join
 from supernet.divergence import StepGuard
-from supernet.errors import UserError, check_flags, run_cli
+from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
@@ -77,7 +77,7 @@ class TrainConfig:
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
