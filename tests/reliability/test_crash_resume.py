@@ -1,7 +1,7 @@
 """SIGKILL at a random moment, then resume: training, a search and a latency-table build, as real processes.
 
-Each test kills a real ``python -m`` process once it has written its first checkpoint, after a random delay,
-resumes it, and compares with an uninterrupted run. Each run draws new delays; a failing run prints its seed,
+Each test kills a real ``python -m`` process at a random point of its progress (a random step, then a random
+fraction of a second: mid-step or mid-write), resumes it, and compares with an uninterrupted run. Each run draws new delays; a failing run prints its seed,
 and ``RELIABILITY_SEED=N pytest tests/reliability`` replays it.
 """
 from __future__ import annotations
@@ -47,10 +47,16 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], delay: float
     assert process.wait(timeout=60) == -signal.SIGKILL
 
 
-def changed(path: Path) -> Callable[[], bool]:
-    """A test for ``path`` having been written since now."""
-    before = path.stat().st_mtime_ns if path.exists() else None
-    return lambda: path.exists() and path.stat().st_mtime_ns != before
+def progress(log: Path, total: int) -> int:
+    """The last count a progress bar over ``total`` items showed in ``log`` (0 before it shows one)."""
+    found = re.findall(rf"(\d+)/{total} \[", log.read_text()) if log.exists() else []
+    return int(found[-1]) if found else 0
+
+
+def kill_at(process: subprocess.Popen, log: Path, total: int, target: int, rng: random.Random,
+            also: Callable[[], bool] = lambda: True) -> None:
+    """SIGKILL ``process`` a random fraction of a second after its bar reached ``target`` of ``total``."""
+    kill_when(process, lambda: progress(log, total) >= target and also(), rng.uniform(0.0, 0.2))
 
 
 @pytest.fixture
@@ -72,14 +78,15 @@ def test_training_killed_twice_resumes_bit_identically(tmp_path: Path, fake_data
     reference = tmp_path / "reference"
     run_module(*args, "--out", str(reference))
     out, last = tmp_path / "killed", tmp_path / "killed" / "last.pt"
+    step = 0
     for attempt, resume in enumerate(([], ["--resume"])):
         log = tmp_path / f"run{attempt}.log"
-        ready = changed(last)  # this process has written a checkpoint of its own
-        kill_when(start([*args, "--out", str(out), *resume], log), ready, rng.uniform(0.0, 1.5))
+        # at least two steps in: this process has written a checkpoint of its own
+        kill_at(start([*args, "--out", str(out), *resume], log), log, 12, rng.randint(step + 2, step + 5), rng)
         state = load_checkpoint(last)  # never half-written, whenever the kill came
-        shown = [int(n) for n in re.findall(r"(\d+)/12 \[", log.read_text())]
+        step = state["progress"]["step"]
         # the bar moves just before a step's checkpoint is written: at most that one step is lost
-        assert shown and state["progress"]["step"] >= shown[-1] - 1
+        assert step >= progress(log, 12) - 1
     run_module("supernet.train", "--resume", "--out", str(out))
     a, meta = load_supernet(reference / "final.pt")
     b, resumed = load_supernet(out / "final.pt")
@@ -98,7 +105,8 @@ def test_search_killed_then_rerun_finds_what_an_uninterrupted_search_finds(tmp_p
     run_module(*args, "--out", str(tmp_path / "reference"))
     out = tmp_path / "killed"
     journal = out / "journal.json"
-    kill_when(start([*args, "--out", str(out)], tmp_path / "killed.log"), changed(journal), rng.uniform(0.0, 1.0))
+    log = tmp_path / "killed.log"
+    kill_at(start([*args, "--out", str(out)], log), log, 24, rng.randint(2, 16), rng, also=journal.exists)
     kept = json.loads(journal.read_text())  # never half-written
     assert not (out / "results.json").exists() and kept["entries"]
     rerun = run_module(*args, "--out", str(out))
@@ -119,12 +127,13 @@ def test_table_build_killed_then_rerun_keeps_what_it_measured(tmp_path: Path, rn
     path = tmp_path / "cpu.json"
     args = ["search.latency", "build", "--warmup", "0", "--repeats", "3", "--calibration-subnets", "3",
             "--out", str(path)]
-    kill_when(start(args, tmp_path / "killed.log"), changed(path), rng.uniform(0.0, 1.0))
+    log = tmp_path / "killed.log"
+    units = len(expected_keys(get_space("mbv3").config))
+    kill_at(start(args, log), log, units, rng.randint(10, units - 30), rng, also=path.exists)
     partial = json.loads(path.read_text())  # never half-written
     assert not partial["complete"] and partial["entries"]
     rerun = run_module(*args)
     table = load_table(path)
-    units = len(expected_keys(get_space("mbv3").config))
     assert f"resuming {path}: {len(partial['entries'])} units" in rerun.stderr
     assert table.data["complete"] and f"{units}/{units} units measured" in rerun.stdout
     for key, entry in partial["entries"].items():  # measured once, kept (only rescaled to the build's speed)
