@@ -1,9 +1,9 @@
 """Timing on a device the same way everywhere: latency-table entries, whole subnets, search winners.
 
-A machine's speed is not constant. On shared or virtual machines it moves in phases lasting seconds (this
-project's 2-core VM runs the same network in 6.1, 9.4 or 13.8 ms depending on the second), so two medians
-taken a minute apart can differ by 2x. The ratio of two workloads timed back to back does not move (within
-1-2% on that VM). So by default every timed call is paired with a call of a fixed *reference probe* (the
+A machine's speed is not constant. On shared or virtual machines it moves in phases lasting seconds (on this
+project's 2-core VM the same network's median over 2-second windows ranged 1.75x within one minute), so two
+medians taken a minute apart can differ by that much. The ratio of two workloads timed back to back barely
+moves (within 1.05x on that VM, same run; ``bench/timing_stability.py``). So by default every timed call is paired with a call of a fixed *reference probe* (the
 space's smallest subnet, fixed weights) and the result is ``median(t / t_probe) * probe_ms``: the latency at
 the machine speed at which the probe took ``probe_ms``. A latency table stores its ``probe_ms``; everything
 compared with the table (validation, search winners) is timed against the same probe and the same
