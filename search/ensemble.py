@@ -31,12 +31,13 @@ from search.evaluate import DEFAULT_CALIBRATION
 from search.export import export
 from search.latency import load_table, parse_device
 from search.problem import Record
+from search.run import read_results
 from search.strategies import pareto_front
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import predict, recalibrate_bn
-from supernet.io import read_json, write_json
+from supernet.io import write_json
 from supernet.space import Space, SpaceConfig
 
 # Scoring one combination costs about 1 ms on 5,000 validation images on one busy core; beyond this many
@@ -188,15 +189,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/ensemble", help="output folder")
     parser.add_argument("--export", action="store_true", help="also write OUT/ensemble.pt (TorchScript)")
     return parser.parse_args(argv)
-
-
-def read_results(path: str) -> dict[str, Any]:
-    """A search's ``results.json``, refused in one line unless it has a history and a Pareto front."""
-    results = read_json(path, "search results")
-    if not (isinstance(results, dict) and isinstance(results.get("history"), list)
-            and isinstance(results.get("pareto_front"), list)):
-        raise UserError(f"{path} has no history and Pareto front: is it a search.evolve or search.bo results.json?")
-    return results
 
 
 def resolve(args: argparse.Namespace, results: dict[str, Any]) -> EnsembleConfig:

@@ -42,11 +42,12 @@ from torch import nn
 
 from search.evaluate import DEFAULT_CALIBRATION
 from search.latency import parse_device, table_for
+from search.run import read_results
 from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
-from supernet.io import atomic_serialize, atomic_write, read_json
+from supernet.io import atomic_serialize, atomic_write
 from supernet.model import Subnet
 from supernet.space import Space, SpaceConfig
 
@@ -207,12 +208,12 @@ def latency_entry(median_ms: float, spread_ms: float, device: str, fingerprint: 
 
 
 def winner_entry(results: Any, scenario: str | None, path: str) -> tuple[str, dict[str, Any]]:
-    """The name and winner entry of ``scenario`` (default: the first) in a search's results."""
+    """The name and winner entry of ``scenario`` (default: the first) in results from :func:`read_results`."""
+    winners = results["winners"]
     try:
-        winners = results["winners"]
         name = scenario or results["scenarios"][0]["name"]
     except (KeyError, TypeError, IndexError):
-        raise UserError(f"{path} has no winners: is it a search.evolve or search.bo results.json?") from None
+        raise UserError(f"{path} names no scenario; rerun the search to rewrite it") from None
     if name not in winners:
         raise UserError(f"{path} has no scenario {name!r}; it has {', '.join(winners)}")
     if not isinstance(winners[name], dict) or "arch" not in winners[name]:
@@ -289,7 +290,7 @@ def from_subnet_checkpoint(path: str) -> Chosen:
 
 def from_supernet(args: argparse.Namespace) -> Chosen:
     """``--results`` (a search's winner, with its measured latency) or ``--arch``, extracted from the supernet."""
-    results = read_json(args.results, "search results") if args.results else {}
+    results = read_results(args.results) if args.results else {}
     scenario, winner = winner_entry(results, args.scenario, args.results) if args.results else (None, None)
     checkpoint = args.checkpoint or results.get("checkpoint", {}).get("path") or str(PRETRAINED)
     supernet, meta = load_supernet(checkpoint)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from search.plot import plot_search, scatter_png
-from supernet.errors import ArgumentParser, UserError, run_cli
+from search.run import read_results
+from supernet.errors import ArgumentParser, run_cli
 from supernet.io import atomic_write, read_json
 
 
@@ -35,14 +36,6 @@ def pct(value: float | None) -> str:
 
 def ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} ms"
-
-
-def check_results(results: Any, path: Path) -> dict[str, Any]:
-    """``results`` if it is a search's results.json; a one-line error otherwise."""
-    keys = ("scenarios", "winners", "history", "pareto_front", "latency_metric")
-    if not isinstance(results, dict) or any(k not in results for k in keys):
-        raise UserError(f"{path} is not the results.json of a search (python -m search.evolve or search.bo)")
-    return results
 
 
 def find_runs(folder: Path, name: str, named: Sequence[str]) -> list[tuple[Path, dict[str, Any]]]:
@@ -147,7 +140,7 @@ def ensemble_section(runs: list[tuple[Path, dict[str, Any]]], base: Path) -> lis
 
 def write_report(results_path: Path, out: Path, retrain: Sequence[str] = (), ensemble: Sequence[str] = ()) -> Path:
     """Write the report of ``results_path`` to ``out`` (Markdown) with its pictures beside it."""
-    results = check_results(read_json(results_path, "search results"), results_path)
+    results = read_results(results_path)
     folder = out.parent
     lines = [f"# Search report: {', '.join(results['winners'])}", ""]
     lines += search_section(results, folder, folder)

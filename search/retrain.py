@@ -37,12 +37,13 @@ from search.evaluate import DEFAULT_CALIBRATION
 from search.export import winner_of
 from search.latency import parse_device, table_for
 from search.metrics import classification_report, confusion_png
+from search.run import read_results
 from supernet.checkpoint import PRETRAINED, SUBNET_FORMAT, load_checkpoint, load_supernet, save_subnet_checkpoint
 from supernet.data import DEFAULT_DATA, Splits, load_splits
 from supernet.divergence import StepGuard
 from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, predict, recalibrate_bn
-from supernet.io import read_json, write_json
+from supernet.io import write_json
 from supernet.model import Subnet, init_weights
 from supernet.sampler import flops_params_table, score_python
 from supernet.space import Space
@@ -150,7 +151,7 @@ def score(model: Subnet, space: Space, splits: Splits, config: RetrainConfig) ->
 def resolve_arch(config: RetrainConfig, space: Space) -> str:
     """The canonical string of ``config.arch``, or of the winner of ``config.results`` / ``config.scenario``."""
     if config.results and not config.arch:
-        results = read_json(config.results, "search results")
+        results = read_results(config.results)
         return space.to_string(winner_of(results, config.scenario, config.results, space))
     return space.to_string(space.parse(config.arch))
 

@@ -38,7 +38,7 @@ from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, check_flags
-from supernet.io import write_json
+from supernet.io import read_json, write_json
 from supernet.sampler import flops_params_table, score_python
 
 
@@ -141,6 +141,23 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -
     common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options"}
     return SearchConfig(scenarios=scenarios, algorithm=algorithm, options=options,
                         **{k: v for k, v in vars(args).items() if k in common})
+
+
+RESULTS_KEYS = ("scenarios", "winners", "history", "pareto_front", "latency_metric")
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` that :func:`search` wrote; anything else is refused in one line.
+
+    The one reader of search results: export, retrain, ensemble and report all take them from here.
+    """
+    results = read_json(path, "search results")
+    if not isinstance(results, dict) or any(k not in results for k in RESULTS_KEYS):
+        raise UserError(f"{path} is not the results.json of a search (python -m search.evolve or search.bo)")
+    if not (isinstance(results["winners"], dict) and isinstance(results["scenarios"], list)
+            and isinstance(results["history"], list) and isinstance(results["pareto_front"], list)):
+        raise UserError(f"{path} is a malformed search results.json; rerun the search to rewrite it")
+    return results
 
 
 Algorithm = Callable[[Problem, str, int], list[Record]]  # (problem, objective, seed) -> history

@@ -97,7 +97,8 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((tiny_run / "final.pt").read_bytes()[:5000])
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"scenarios": [{"name": "cpu:10"}], "winners": {"cpu:10": {}}}))
+    results.write_text(json.dumps({"scenarios": [{"name": "cpu:10"}], "winners": {"cpu:10": {}}, "history": [],
+                                   "pareto_front": [], "latency_metric": "latency_ms@cpu"}))
     args = [str(tiny_run / "final.pt") if a == "CKPT" else str(corrupt) if a == "CORRUPT" else
             str(results) if a == "RESULTS" else a for a in args]
     result = run_module(*args, check=False)

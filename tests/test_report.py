@@ -4,8 +4,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from search.latency import load_table
+from search.run import read_results
 from supernet.checkpoint import load_supernet
+from supernet.errors import UserError
 from tests.conftest import run_module
 
 
@@ -60,3 +64,22 @@ def test_report_refuses_a_file_that_is_not_search_results(tmp_path: Path) -> Non
     result = run_module("search.report", str(bogus), check=False)
     assert result.returncode == 2 and "is not the results.json of a search" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_one_results_reader_refuses_what_every_command_would_trip_on(tmp_path: Path) -> None:
+    """export, retrain, ensemble and report all read results through ``search.run.read_results``."""
+    good = {"scenarios": [{"name": "cpu:10"}], "winners": {}, "history": [], "pareto_front": [],
+            "latency_metric": "latency_ms@cpu"}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(good))
+    assert read_results(path) == good
+    for bad, message in (([good], "is not the results.json of a search"),
+                         ({k: v for k, v in good.items() if k != "history"}, "is not the results.json of a search"),
+                         ({**good, "winners": []}, "is a malformed search results.json"),
+                         ({**good, "pareto_front": "a"}, "is a malformed search results.json")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=message):
+            read_results(path)
+    path.write_text(json.dumps(good)[:20])
+    with pytest.raises(UserError, match="is not valid JSON"):
+        read_results(path)
