@@ -24,8 +24,13 @@ from supernet.errors import Diverged
 
 
 def grads_finite(model: nn.Module) -> bool:
-    """Whether every gradient of ``model`` is finite (parameters without a gradient are skipped)."""
-    return all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None)
+    """Whether every gradient of ``model`` is finite (parameters without a gradient are skipped).
+
+    One flag per gradient, reduced on the device, then read once: a single host sync per step, not one per
+    parameter (this runs after every training step).
+    """
+    flags = [p.grad.isfinite().all() for p in model.parameters() if p.grad is not None]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 class StepGuard:
