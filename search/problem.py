@@ -12,10 +12,10 @@
   the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
   the finished result equals that of an uninterrupted run.
 - Algorithms hand a *batch* of candidates to :meth:`Problem.run_many` wherever their semantics allow. Under
-  ``torchrun`` (a :class:`supernet.distributed.Group` of N processes) every rank runs the same seeded
-  algorithm, so all propose the same batch; its evaluations are shared round-robin over the ranks and the
-  metrics exchanged, so every rank holds the same history and the result does not depend on N. Only rank 0
-  writes the journal and shows progress.
+  ``torchrun`` (a :class:`ProcessGroup` of N processes; :class:`supernet.distributed.Group` is one) every rank
+  runs the same seeded algorithm, so all propose the same batch; its evaluations are shared round-robin over
+  the ranks and the metrics exchanged, so every rank holds the same history and the result does not depend
+  on N. Only rank 0 writes the journal and shows progress.
 """
 from __future__ import annotations
 
@@ -26,16 +26,47 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 from tqdm import tqdm
 
 from search.space import Arch, SearchSpace
-from supernet.distributed import Group
 from supernet.errors import UserError
 from supernet.io import read_json, write_json
 
 Metrics = dict[str, Any]
+T = TypeVar("T")
+
+
+class ProcessGroup(Protocol):
+    """What a :class:`Problem` needs of the processes that share its evaluations.
+
+    Defined here rather than imported so that the search core needs no torch: the supernet's
+    :class:`supernet.distributed.Group` (torchrun's processes) is one, :class:`SingleProcess` another.
+    """
+
+    @property
+    def rank(self) -> int: ...
+    @property
+    def world_size(self) -> int: ...
+    @property
+    def is_main(self) -> bool: ...
+
+    def map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[function(item) for item in items]`` on every process, each computing its share."""
+        ...
+
+
+@dataclass(frozen=True)
+class SingleProcess:
+    """The default :class:`ProcessGroup`: this process alone evaluates everything."""
+
+    rank: int = 0
+    world_size: int = 1
+    is_main: bool = True
+
+    def map(self, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        return [function(item) for item in items]
 
 
 @dataclass(frozen=True)
@@ -129,7 +160,12 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class Problem:
-    """Everything an algorithm needs besides its own settings; collects the history as it goes."""
+    """Everything an algorithm needs besides its own settings; collects the history of one search as it goes.
+
+    One problem, one search: a second search on the same problem is refused (see :meth:`session`), since it
+    would add to, and be steered by, the first one's history. Make a new problem per search; a shared
+    :class:`Journal` replays what an earlier one evaluated.
+    """
 
     space: SearchSpace
     evaluate: Callable[[Arch], Metrics]
@@ -138,7 +174,7 @@ class Problem:
     journal: Journal | None = None
     progress: bool = True
     max_tries: int = 2000
-    group: Group = field(default_factory=Group)
+    group: ProcessGroup = field(default_factory=SingleProcess)
     history: list[Record] = field(default_factory=list)
     replayed: int = 0
 
@@ -147,6 +183,8 @@ class Problem:
         self._estimates: dict[str, Metrics] = {}
         self._metrics: dict[str, Metrics] = {}  # evaluated by this problem, so a repeat is not evaluated again
         self._bar: tqdm | None = None
+        self._search: str | None = None  # the algorithm that ran, once one has
+        self._objectives: tuple[str, ...] = ()  # metrics the running algorithm ranks by
         self.evaluated = 0  # real evaluator calls made by this process
 
     @property
@@ -231,38 +269,69 @@ class Problem:
         self.evaluated += 1
         if self.journal is not None and self.world_size == 1:
             self.journal.put(self.space.to_string(arch), metrics)  # at once: an interruption loses nothing
+        self._check_names(metrics)  # on the first evaluation, not after a batch of them
         if self._bar is not None:
             self._bar.update(1)
         return metrics
 
     def _record(self, arch: Arch, key: str, generation: int) -> Record:
         metrics = self._metrics[key]
-        missing = [b.metric for b in self.bounds if b.metric not in metrics]
-        if missing:
-            raise UserError(f"the bound on {missing[0]!r} names a metric that neither the evaluator nor the "
-                            f"estimator returns (they give: {', '.join(sorted(metrics))})")
+        self._check_names(metrics)
         record = Record(dict(arch), key, dict(metrics), generation, all(b.holds(metrics) for b in self.bounds))
         self.seen.add(key)
         self.history.append(record)
         return record
 
+    def _check_names(self, metrics: Mapping[str, Any]) -> None:
+        """Refuse a bound or objective naming a metric that ``metrics`` (one evaluation's) lacks, or an
+        objective that is not a number."""
+        given = ", ".join(sorted(metrics))
+        for bound in self.bounds:
+            if bound.metric not in metrics:
+                raise UserError(f"the bound on {bound.metric!r} names a metric that neither the evaluator nor the "
+                                f"estimator returns (they give: {given})")
+        for name in self._objectives:
+            if name not in metrics:
+                raise UserError(f"the objective {name!r} names a metric that neither the evaluator nor the "
+                                f"estimator returns (they give: {given}); use one of those")
+            try:
+                float(metrics[name])
+            except (TypeError, ValueError):
+                raise UserError(f"the objective {name!r} must be a number, but the evaluator gives "
+                                f"{metrics[name]!r}") from None
+
     @contextlib.contextmanager
-    def session(self, total: int, name: str) -> Iterator[None]:
-        """A progress bar over ``total`` evaluations for the duration of an algorithm."""
+    def session(self, total: int, name: str, objectives: Sequence[str] = ()) -> Iterator[None]:
+        """The run of algorithm ``name`` on this problem, with a progress bar over ``total`` evaluations.
+
+        ``objectives`` are the metrics it ranks by: each is checked on the first evaluation's metrics, so a
+        misspelt one costs one evaluation, not a search. A problem holds the history of one search, so a
+        second session, or one after records were added outside a session, is refused before anything runs.
+        """
+        if self._search is not None or self.history:
+            ran = f"ran {self._search}" if self._search else "holds records run outside a search"
+            raise UserError(f"this Problem already {ran} ({len(self.history)} records); a Problem holds one "
+                            f"search: make a new one for {name} (pass it the same Journal to replay evaluations)")
+        bad = [o for o in objectives if not isinstance(o, str)]
+        if bad:
+            raise UserError(f"an objective is the name of a metric (a string), got {bad[0]!r}")
+        self._search, self._objectives = name, tuple(objectives)
         with tqdm(total=total, desc=name, unit="arch", disable=not (self.progress and self.group.is_main),
                   dynamic_ncols=True) as bar:
             self._bar = bar
             try:
                 yield
             finally:
-                self._bar = None
+                self._bar, self._objectives = None, ()
 
 
 def value(record: Record, objective: str, maximize: bool = True) -> float:
-    """The objective as a number to maximise; infeasible records rank below every feasible one."""
+    """The objective as a number to maximise; infeasible records, and a NaN objective, rank below the rest."""
     if not record.feasible:
         return -math.inf
     v = float(record.metrics[objective])
+    if math.isnan(v):
+        return -math.inf
     return v if maximize else -v
 
 

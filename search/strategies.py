@@ -1,9 +1,10 @@
 """Search algorithms over any :class:`search.space.SearchSpace`, all driven through a :class:`Problem`.
 
 Every function takes the problem first and keyword-only, validated settings, draws its randomness from
-``seed`` only, and returns the history (every evaluated :class:`Record`, in order). Each proposes batches of
-candidates whose choice does not depend on one another's metrics (:meth:`Problem.run_many`), which is what
-lets several processes share the evaluations; the result never depends on how many do:
+``seed`` only, and returns the history (every evaluated :class:`Record`, in order, in a list of its own). A
+:class:`Problem` serves one search: a second one on it is refused, so two histories never mix. Each proposes
+batches of candidates whose choice does not depend on one another's metrics (:meth:`Problem.run_many`), which
+is what lets several processes share the evaluations; the result never depends on how many do:
 
 - :func:`random_search`: new plausible samples.
 - :func:`grid_search`: every architecture of a space small enough to enumerate.
@@ -40,7 +41,7 @@ def random_search(problem: Problem, *, evaluations: int, seed: int = 0) -> list[
         while len(problem.history) < evaluations:
             count = min(_chunk(problem), evaluations - len(problem.history))
             problem.run_many(problem.draw_many(lambda: problem.space.sample(rng), count))
-    return problem.history
+    return list(problem.history)
 
 
 def grid_search(problem: Problem, *, evaluations: int | None = None, limit: int = GRID_LIMIT) -> list[Record]:
@@ -63,7 +64,7 @@ def grid_search(problem: Problem, *, evaluations: int | None = None, limit: int 
                 problem.run_many(batch)
                 batch = []
         problem.run_many(batch)
-    return problem.history
+    return list(problem.history)
 
 
 def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = True, evaluations: int,
@@ -92,7 +93,7 @@ def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = 
             parent = space.crossover(parent, winner(alive).arch, rng)
         return space.mutate(parent, rng, mutation_prob)
 
-    with problem.session(evaluations, "evolution"):
+    with problem.session(evaluations, "evolution", [objective]):
         alive = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(population, evaluations)), 0)
         generation = 0
         while len(problem.history) < evaluations:
@@ -100,7 +101,7 @@ def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = 
             count = min(children, evaluations - len(problem.history))
             alive += problem.run_many(problem.draw_many(lambda: child(alive), count), generation)
             del alive[:count]
-    return problem.history
+    return list(problem.history)
 
 
 # ---- NSGA-II ----------------------------------------------------------------------------------------
@@ -165,10 +166,12 @@ def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, populat
     rng = check_common(evaluations, seed)
     if len(objectives) < 2:
         raise UserError("NSGA-II needs at least two objectives (use evolution for one)")
+    if not all(isinstance(o, (tuple, list)) and len(o) == 2 for o in objectives):
+        raise UserError(f"NSGA-II objectives are (metric, maximise?) pairs, got {list(objectives)!r}")
     if population < 2:
         raise UserError("NSGA-II needs a population of at least 2")
     space = problem.space
-    with problem.session(evaluations, "NSGA-II"):
+    with problem.session(evaluations, "NSGA-II", [metric for metric, _ in objectives]):
         parents = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(population, evaluations)), 0)
         generation = 0
         while len(problem.history) < evaluations:
@@ -200,7 +203,7 @@ def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, populat
                 chosen += [merged[front[k]] for k in order[:population - len(chosen)]]
                 break
             parents = chosen
-    return problem.history
+    return list(problem.history)
 
 
 # ---- Bayesian optimisation --------------------------------------------------------------------------
@@ -217,10 +220,13 @@ def bayesian_optimisation(problem: Problem, *, objective: str, maximize: bool = 
     if initial < 2 or pool < 1:
         raise UserError("BO needs at least 2 initial random evaluations and a pool of at least 1")
     space = problem.space
-    with problem.session(evaluations, "BO"):
-        problem.run_many(problem.draw_many(lambda: space.sample(rng), min(initial, evaluations)))
+    with problem.session(evaluations, "BO", [objective]):
+        design = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(initial, evaluations)))
+        if not _finite(design, objective):
+            raise UserError(f"BO: the objective {objective!r} is NaN or infinite in all {len(design)} initial "
+                            "evaluations, so there is nothing to model; check the evaluator")
         while len(problem.history) < evaluations:
-            history = problem.history
+            history = _finite(problem.history, objective)  # a NaN or infinite objective teaches the GP nothing
             x = np.array([space.encode(r.arch) for r in history])
             y = np.array([float(r.metrics[objective]) * (1 if maximize else -1) for r in history])
             incumbent_record = best(history, objective, maximize)
@@ -245,13 +251,21 @@ def bayesian_optimisation(problem: Problem, *, objective: str, maximize: bool = 
             score = expected_improvement(mean, std, incumbent, xi)
             cheap = problem.estimated(candidates[0])
             for bound in (b for b in problem.bounds if b.metric not in cheap):
-                values = np.array([float(r.metrics[bound.metric]) for r in history])
-                m, s = GaussianProcess().fit(x, values).predict(xc)
+                known = _finite(problem.history, bound.metric)
+                if not known:
+                    continue
+                values = np.array([float(r.metrics[bound.metric]) for r in known])
+                m, s = GaussianProcess().fit(np.array([space.encode(r.arch) for r in known]), values).predict(xc)
                 ok = np.ones(len(candidates))
                 if bound.upper is not None:
                     ok = ok * normal_cdf((bound.upper - m) / s)
                 if bound.lower is not None:
                     ok = ok * normal_cdf((m - bound.lower) / s)
                 score = score * ok
-            problem.run(candidates[int(np.argmax(score))], len(history))
-    return problem.history
+            problem.run(candidates[int(np.argmax(score))], len(problem.history))
+    return list(problem.history)
+
+
+def _finite(records: Sequence[Record], metric: str) -> list[Record]:
+    """The records whose ``metric`` is a finite number."""
+    return [r for r in records if math.isfinite(float(r.metrics[metric]))]

@@ -2,6 +2,7 @@ import json
 import random
 import statistics
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -44,13 +45,21 @@ def test_table_schema_and_prediction(fast_table: Path) -> None:
 
 
 def test_paired_timing_cancels_changes_of_machine_speed() -> None:
-    """Each call is timed with a probe call in the same machine "phase": their ratio does not move."""
-    speeds = iter([1.0, 2.2, 1.0, 1.5, 2.2, 1.0, 1.0, 3.0, 1.5] * 10)
+    """Each call is timed with a probe call in the same machine "phase": the result is the median of their
+    ratios times ``probe_ms``, whatever the phases. The work's own cost varies too, so that the median of
+    ratios differs from their mean, from the ratio of medians and from a probe paired with the wrong call."""
+    warmup_speeds = [1.0, 2.2]
+    speeds = [1.0, 1.5, 2.2, 1.0, 1.0, 3.0, 1.5, 2.0, 1.2]  # one per timed call, no pattern
+    costs = [3.0, 3.3, 2.9, 3.1, 5.0, 3.0, 2.8, 3.2, 3.05]  # the work's time at speed 1: median 3.05, mean 3.26
     phase = {"speed": 1.0}
 
-    def work() -> float:
-        phase["speed"] = next(speeds)
-        return 3.0 * phase["speed"]
+    def simulated(cost_of_call: list[float], speed_of_call: list[float]) -> Callable[[], float]:
+        calls = iter(zip(cost_of_call, speed_of_call))  # runs out if the timer makes more calls than asked
+
+        def work() -> float:
+            cost, phase["speed"] = next(calls)
+            return cost * phase["speed"]
+        return work
 
     def probe() -> float:
         return 1.0 * phase["speed"]
@@ -58,12 +67,16 @@ def test_paired_timing_cancels_changes_of_machine_speed() -> None:
     settings = TimingSettings(warmup=2, repeats=9)
     timer = Timer(CPU, settings, probe, probe_ms=1.25)
     timer._timed = lambda fn: fn()  # the simulated calls return their own duration
-    result = timer(work)
-    assert result["median_ms"] == pytest.approx(3.0 * 1.25) and result["spread_ms"] == pytest.approx(0.0)
-    assert result["raw_median_ms"] != pytest.approx(3.0 * 1.25) and result["count"] == 9
+    result = timer(simulated([9.9, 9.9] + costs, warmup_speeds + speeds))
+    assert result["count"] == 9 and timer.probe_times == speeds
+    assert result["median_ms"] == pytest.approx(3.05 * 1.25)
+    assert result["spread_ms"] == pytest.approx((3.25 - 2.95) * 1.25)  # quartiles of the sorted ratios
+    raw = sorted(c * s for c, s in zip(costs, speeds))  # what the wall clock saw
+    assert result["raw_median_ms"] == pytest.approx(raw[4]) and raw[4] != pytest.approx(3.05 * 1.25)
     plain = Timer(CPU, TimingSettings(warmup=0, repeats=9, reference_probe=False))
     plain._timed = lambda fn: fn()
-    assert plain(work)["median_ms"] == plain(work)["raw_median_ms"]
+    alone = plain(simulated(costs, speeds))
+    assert alone["median_ms"] == alone["raw_median_ms"] == pytest.approx(raw[4]) and plain.probe_times == []
     with pytest.raises(ValueError, match="probe"):
         Timer(CPU, settings)
 

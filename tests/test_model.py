@@ -57,7 +57,11 @@ def test_smaller_kernel_is_the_centre_and_channels_are_leading() -> None:
     x = torch.randn(2, 5, 9, 9)
     expected = torch.nn.functional.conv2d(x, centre_kernel(conv.weight[:5], 3), None, 1, 1, 1, 5)
     torch.testing.assert_close(conv(x, 3), expected)
-    assert centre_kernel(conv.weight, 3).data_ptr() != conv.weight.data_ptr()  # a view into the middle
+    centre = centre_kernel(conv.weight, 3)  # a view (same storage, strides) starting at row 2, column 2 of 7x7
+    shares = centre.untyped_storage().data_ptr() == conv.weight.untyped_storage().data_ptr()
+    assert shares, "centre_kernel copied the weight instead of returning a view of it"
+    assert centre.storage_offset() == 2 * 7 + 2 and centre.stride() == conv.weight.stride()
+    assert centre.shape == (8, 1, 3, 3)
 
 
 def test_elastic_batch_norm_updates_only_the_active_slice() -> None:
