@@ -156,3 +156,4 @@ def test_readme_example_runs() -> None:
     exec(compile(block.replace("evaluate, bounds", "evaluate, progress=False, bounds"), "README.md", "exec"), namespace)
     best = max((r for r in namespace["history"] if r.feasible), key=lambda r: r.metrics["score"])
     assert best.arch == {"width": 128, "depth": 2, "act": "gelu"}  # the grid optimum under cost <= 300
+    assert namespace["winner"] is best
