@@ -387,8 +387,7 @@ def refit(data: dict[str, Any]) -> None:
     Measurements given to ``calibrate`` (deployed subnets) are the ground truth: from three of them on, the
     fit uses only those; with fewer they join the subnets timed by the build. A fit that would predict a
     non-positive latency for the space's smallest subnet (a few noisy points far from it) falls back to a
-    scale alone: the median ratio of measured to summed latency; so does a fit with a scale that is not positive
-    (bigger subnets measured faster). :func:`calibrate` checks the result before writing it.
+    scale alone: the median ratio of measured to summed latency.
     """
     table = LatencyTable({**data, "correction": None})
     points = data["calibration"]
@@ -397,7 +396,7 @@ def refit(data: dict[str, Any]) -> None:
     sums = [table.unit_sum(table.space.parse(p["arch"])) for p in used]
     measured = [p["measured_ms"] for p in used]
     scale, offset = fit_affine(sums, measured)
-    if not (scale > 0 and scale * sum_range(table.space.config, data["entries"])[0] + offset > 0):  # tilted by noise
+    if scale * sum_range(table.space.config, data["entries"])[0] + offset <= 0:  # noisy points can tilt the line
         scale, offset = statistics.median(m / x for m, x in zip(measured, sums)), 0.0
     data["correction"] = {"scale": scale, "offset_ms": offset, "points": len(used),
                           "source": "calibrate" if used is given else "build" if not given else "build+calibrate"}
