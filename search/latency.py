@@ -29,7 +29,6 @@ import functools
 import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -295,7 +294,7 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     except (TypeError, ValueError, KeyError) as err:
         raise UserError(f"latency table {path} has a malformed space or settings ({err}); rebuild it") from None
     batch_size = data["fingerprint"].get("batch_size")
-    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and 0 < batch_size <= MAX_BATCH_SIZE):
+    if not _is_batch_size(batch_size):
         raise UserError(f"latency table {path} has no valid batch size in its fingerprint (1 to {MAX_BATCH_SIZE}, "
                         f"got {batch_size!r}); rebuild it")
     if data["settings"].get("reference_probe") and data.get("probe") is None:
@@ -336,6 +335,10 @@ def _check_measurements(data: Mapping[str, Any], what: str, remedy: str) -> None
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_batch_size(value: Any) -> bool:
+    return _is_count(value) and value <= MAX_BATCH_SIZE
 
 
 def correction_problem(correction: Any, config: SpaceConfig, entries: Mapping[str, Mapping[str, float]]) -> str | None:
@@ -487,7 +490,7 @@ def _resumable(path: Path, fresh: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def check_batch_size(batch_size: Any, flag: str = "--batch-size") -> int:
     """``batch_size`` if it is an integer from 1 to :data:`MAX_BATCH_SIZE`, else a one-line error naming ``flag``."""
-    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and 0 < batch_size <= MAX_BATCH_SIZE):
+    if not _is_batch_size(batch_size):
         raise UserError(f"{flag} must be an integer from 1 to {MAX_BATCH_SIZE} (a latency batch), got {batch_size!r}")
     return batch_size
 
@@ -558,7 +561,9 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
     """Time ``subnets`` random subnets end to end as the table was timed; compare with its predictions.
 
     Writes ``OUT/validation.json`` (every subnet, the figures per predictor) and ``OUT/validation.png``.
-    Measurements are kept as they are made, and reused by a later run with the same table and seed.
+    Measurements are kept as they are made, and reused by a later run with the same table and seed; the file
+    carries a checksum (:func:`supernet.io.with_checksum`), so one edited by hand is refused, here and by
+    :func:`read_measurements`, rather than reused or calibrated on.
     """
     if subnets < 2:
         raise UserError(f"--subnets must be at least 2 (rank correlation needs pairs), got {subnets}")
@@ -684,6 +689,10 @@ def calibrate(table: LatencyTable, points: list[dict[str, Any]], out: str | os.P
     A subnet measured again replaces its earlier point. Returns the figures on ``points`` before and after.
     """
     space = table.space
+    odd = next((p for p in points if not plausible_ms(p.get("measured_ms"))), None)
+    if odd is not None:  # read_measurements refuses these; a caller of this function may not have used it
+        raise UserError(f"calibrate: {odd.get('arch')} was measured at {odd.get('measured_ms')!r} ms, not a time from "
+                        f"{MIN_MS:g} to {MAX_MS:g} ms; nothing was written")
     archs = [space.parse(p["arch"]) for p in points]
     measured = [p["measured_ms"] for p in points]
     before = agreement([table.predict(a) for a in archs], measured)

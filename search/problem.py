@@ -7,7 +7,7 @@
   candidate is redrawn and never costs an evaluation; a bound on an evaluated metric marks the record
   infeasible afterwards.
 - The *journal* keeps every evaluation (and every end-to-end timing of a winner) in a JSON file, rewritten
-  atomically after each one. Algorithms are
+  atomically after each one, with a checksum of its records: one edited by hand is refused. Algorithms are
   deterministic given their seed and the metrics they see, so a search restarted on its journal replays
   the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
   the finished result equals that of an uninterrupted run.

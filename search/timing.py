@@ -14,7 +14,6 @@ GPUs are timed with CUDA events around each call after warm-up, with the device 
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
 import warnings

@@ -121,6 +121,8 @@ def test_calibrate_refuses_a_wild_correction_before_writing(tmp_path: Path, fast
                                         r"was not written") as err:
         calibrate(table, points)
     _one_line(err)
+    with pytest.raises(UserError, match="was measured at 0 ms, not a time from 0.0001 to 1e"):
+        calibrate(table, [{**points[0], "measured_ms": 0}])
     assert copy.read_bytes() == before
     # the CLI, with latencies that once made the table predict up to 1e308 ms
     (tmp_path / "m.json").write_text(json.dumps([{"arch": p["arch"], "latency_ms": 1e300} for p in points]))
