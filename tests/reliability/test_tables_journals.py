@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import json
-import random
 import math
+import random
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -114,7 +114,7 @@ def test_calibrate_refuses_a_wild_correction_before_writing(tmp_path: Path, fast
     before = copy.read_bytes()
     table = load_table(copy)
     archs = [SPACE.sample(random.Random(i)) for i in range(5)]
-    # seconds taken for milliseconds: 1000x the table's sums is past the scale bound
+    # 5000x the table's sums (seconds taken for milliseconds, say) is past the scale bound
     points = [{"arch": SPACE.to_string(a), "measured_ms": 5000 * table.unit_sum(a), "source": "calibrate"}
               for a in archs]
     with pytest.raises(UserError, match=r"calibrate: refitted to these measurements .* correction scale of .* "
