@@ -29,7 +29,6 @@ import functools
 import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -45,9 +44,9 @@ from tqdm import tqdm
 
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
-from search.timing import RUNTIMES, Timer, TimingSettings, prepare
+from search.timing import MAX_MS, MIN_MS, RUNTIMES, Timer, TimingSettings, plausible_ms, prepare
 from supernet.errors import ArgumentParser, UserError, run_cli
-from supernet.io import read_json, write_json
+from supernet.io import read_json, verify_checksum, with_checksum, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
 from supernet.sampler import MetricTable, flops_params_table, score_python
@@ -58,6 +57,14 @@ VERSION = 2
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_THREADS = 1
 DEFAULT_CALIBRATION_SUBNETS = 20
+# A table times serving batches: 1024 images of 224 pixels are 600 MB of input alone. A larger batch size in
+# a table or a flag is a corrupt file or a typo, and would be allocated before anything else could refuse it.
+MAX_BATCH_SIZE = 1024
+# The correction maps the sum of unit medians to end-to-end latency. On the device of the table it is near 1
+# (fused or overlapping layers, call overhead); fitted to subnets deployed elsewhere it is that device's speed
+# relative to this one. Beyond three orders of magnitude either way, the table's units do not describe what
+# was measured (wrong units, another kind of device): build a table on that device instead.
+MIN_SCALE, MAX_SCALE = 1e-3, 1e3
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
              "asimd", "sve")
 
@@ -279,12 +286,7 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
                       ("calibration", list)):
         if not isinstance(data.get(key), kind):
             raise UserError(f"latency table {path} lacks a valid {key!r} field; rebuild it")
-    for key, entry in data["entries"].items():
-        if not (isinstance(entry, dict) and all(_is_number(entry.get(f)) for f in ("median_ms", "spread_ms", "count"))):
-            raise UserError(f"latency table {path}: entry {key!r} is malformed; rebuild the table")
-    for i, point in enumerate(data["calibration"]):  # what calibrate refits from
-        if not (isinstance(point, dict) and isinstance(point.get("arch"), str) and _is_number(point.get("measured_ms"))):
-            raise UserError(f"latency table {path}: calibration point {i} is malformed; rebuild the table")
+    _check_measurements(data, f"latency table {path}", "rebuild the table")
     try:
         config = SpaceConfig.from_dict(data["space"])
         names = {f.name for f in dataclasses.fields(TimingSettings)}
@@ -292,11 +294,10 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     except (TypeError, ValueError, KeyError) as err:
         raise UserError(f"latency table {path} has a malformed space or settings ({err}); rebuild it") from None
     batch_size = data["fingerprint"].get("batch_size")
-    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0):
-        raise UserError(f"latency table {path} has no valid batch size in its fingerprint; rebuild it")
-    probe = data.get("probe")
-    if (probe is not None or data["settings"].get("reference_probe")) and not (isinstance(probe, dict)
-                                                                               and _is_number(probe.get("ms"))):
+    if not _is_batch_size(batch_size):
+        raise UserError(f"latency table {path} has no valid batch size in its fingerprint (1 to {MAX_BATCH_SIZE}, "
+                        f"got {batch_size!r}); rebuild it")
+    if data["settings"].get("reference_probe") and data.get("probe") is None:
         raise UserError(f"latency table {path} lacks its reference probe's speed; rebuild it")
     # A few thousand at most: a corrupt space can name more units (a depth of 10**18) than could ever be listed.
     missing = list(itertools.islice((key for key, _, _ in units(config) if key not in data["entries"]), 10_000))
@@ -304,15 +305,59 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
         raise UserError(f"latency table {path} is incomplete ({len(missing)} unit entries missing"
                         f"{', e.g. ' + repr(missing[0]) if missing else ', calibration unfinished'}); finish it with "
                         "`python -m search.latency build` and the same flags")
-    correction = data.get("correction")
-    if not (isinstance(correction, dict) and _is_number(correction.get("scale")) and correction["scale"] > 0
-            and _is_finite(correction.get("offset_ms"))):
-        raise UserError(f"latency table {path} has a malformed correction; rebuild it or rerun calibrate")
-    low, high = (correction["scale"] * total + correction["offset_ms"] for total in sum_range(config, data["entries"]))
-    if not (low > 0 and math.isfinite(high)):
-        raise UserError(f"latency table {path} predicts latencies from {low:.3g} to {high:.3g} ms across the space, "
-                        "not all positive and finite; rebuild it or rerun calibrate")
+    problem = correction_problem(data.get("correction"), config, data["entries"])
+    if problem:
+        raise UserError(f"latency table {path} {problem}; rebuild it or rerun calibrate")
     return data
+
+
+def _check_measurements(data: Mapping[str, Any], what: str, remedy: str) -> None:
+    """Refuse a (complete or partial) table whose unit entries, calibration points or probe are not timings.
+
+    A median, a measured latency or a probe speed must be :func:`search.timing.plausible_ms`: a probe of 0 ms
+    or a unit of 1e-300 ms makes every subnet "measured 0.00 ms". ``what`` names the file, ``remedy`` says
+    what to do.
+    """
+    for key, entry in data["entries"].items():
+        if not (isinstance(entry, dict) and plausible_ms(entry.get("median_ms")) and _is_number(entry.get("spread_ms"))
+                and entry["spread_ms"] <= MAX_MS and _is_count(entry.get("count"))):
+            raise UserError(f"{what}: entry {key!r} is malformed (a median from {MIN_MS:g} to {MAX_MS:g} ms, a "
+                            f"spread and a count are needed); {remedy}")
+    for i, point in enumerate(data["calibration"]):  # what calibrate refits from
+        if not (isinstance(point, dict) and isinstance(point.get("arch"), str) and plausible_ms(point.get("measured_ms"))):
+            raise UserError(f"{what}: calibration point {i} is malformed (an \"arch\" and a \"measured_ms\" from "
+                            f"{MIN_MS:g} to {MAX_MS:g} ms are needed); {remedy}")
+    probe = data.get("probe")
+    if probe is not None and not (isinstance(probe, dict) and plausible_ms(probe.get("ms"))):
+        raise UserError(f"{what} lacks its reference probe's speed (\"probe\": {{\"ms\": ...}} from {MIN_MS:g} to "
+                        f"{MAX_MS:g} ms); {remedy}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_batch_size(value: Any) -> bool:
+    return _is_count(value) and value <= MAX_BATCH_SIZE
+
+
+def correction_problem(correction: Any, config: SpaceConfig, entries: Mapping[str, Mapping[str, float]]) -> str | None:
+    """What is wrong with ``correction`` for a table of ``config`` with checked ``entries``, or None.
+
+    The scale must lie within :data:`MIN_SCALE` and :data:`MAX_SCALE` and the offset be finite, and what it
+    predicts must be a timing (:func:`search.timing.plausible_ms`) for every subnet of the space: checked at
+    the space's two extremes (:func:`sum_range`), so no subnet is enumerated.
+    """
+    if not (isinstance(correction, dict) and _is_finite(correction.get("scale")) and _is_finite(correction.get("offset_ms"))):
+        return "has a malformed correction (a finite \"scale\" and \"offset_ms\" are needed)"
+    scale, offset = correction["scale"], correction["offset_ms"]
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        return f"has a correction scale of {scale:.3g}, outside {MIN_SCALE:g} to {MAX_SCALE:g}"
+    low, high = (scale * total + offset for total in sum_range(config, entries))
+    if not (plausible_ms(low) and plausible_ms(high)):
+        return (f"predicts latencies from {low:.3g} to {high:.3g} ms across the space, not all from {MIN_MS:g} to "
+                f"{MAX_MS:g} ms")
+    return None
 
 
 def load_table(path: str | os.PathLike, *, device: torch.device | None = None, space: SpaceConfig | None = None,
@@ -367,8 +412,9 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
 
     The partial table is rewritten as it grows, so an interrupted build resumes where it stopped.
     """
-    if batch_size <= 0 or calibration_subnets < 0:
-        raise UserError("--batch-size must be positive and --calibration-subnets not negative")
+    check_batch_size(batch_size)
+    if calibration_subnets < 0:
+        raise UserError("--calibration-subnets must not be negative")
     fp = fingerprint(device, batch_size, settings)
     path = Path(out) if out else default_table_path(config, fp, settings)
     recipe = {**dataclasses.asdict(settings), "calibration_subnets": calibration_subnets}
@@ -435,15 +481,39 @@ def _resumable(path: Path, fresh: Mapping[str, Any]) -> dict[str, Any] | None:
                                          for k in ("format", "version", "fingerprint", "space", "settings"))
     if not same or not isinstance(old.get("entries"), dict) or not isinstance(old.get("calibration"), list):
         return None
+    remedy = "delete it to start the build over"
+    _check_measurements(old, f"partial latency table {path}", remedy)
+    if (old.get("probe") is None and fresh["settings"]["reference_probe"]) or not isinstance(old.get("created"), str):
+        raise UserError(f"partial latency table {path} lacks its reference probe's speed or its creation time; {remedy}")
     return old
 
 
-def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
-              settings: TimingSettings = TimingSettings(), path: str | os.PathLike | None = None,
+def check_batch_size(batch_size: Any, flag: str = "--batch-size") -> int:
+    """``batch_size`` if it is an integer from 1 to :data:`MAX_BATCH_SIZE`, else a one-line error naming ``flag``."""
+    if not _is_batch_size(batch_size):
+        raise UserError(f"{flag} must be an integer from 1 to {MAX_BATCH_SIZE} (a latency batch), got {batch_size!r}")
+    return batch_size
+
+
+def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int | None = None,
+              threads: int | None = None, runtime: str | None = None, path: str | os.PathLike | None = None,
               allow_foreign: bool = False, build: bool = True) -> LatencyTable:
-    """The table to search against: ``path`` if given, else this device's cached table, built if missing."""
+    """The table to search against: ``path`` if given, else this device's cached table, built if missing.
+
+    ``batch_size``, ``threads`` and ``runtime`` are the setting asked for (``--batch-size``, ``--threads``,
+    ``--runtime``), None where nothing was asked: a table given by ``path`` supplies those (and one measured in
+    another setting than asked is refused in one line), the cached table is that of the setting asked for or
+    the default one. Either way the returned table's setting is what every measurement then uses.
+    """
     if path:
-        return load_table(path, device=device, space=config, allow_foreign=allow_foreign)
+        table = load_table(path, device=device, space=config, allow_foreign=allow_foreign)
+        check_setting(table, batch_size=batch_size, threads=threads, runtime=runtime)
+        return table
+    batch_size = check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
+    try:
+        settings = TimingSettings(threads=DEFAULT_THREADS if threads is None else threads, runtime=runtime or "eager")
+    except ValueError as err:
+        raise UserError(f"bad timing flags: {err}") from None
     cached = default_table_path(config, fingerprint(device, batch_size, settings), settings)
     if cached.exists():
         try:
@@ -460,6 +530,25 @@ def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int = DE
     return build_table(config, device, batch_size=batch_size, settings=settings, out=cached)
 
 
+def check_setting(table: LatencyTable, *, batch_size: int | None = None, threads: int | None = None,
+                  runtime: str | None = None) -> None:
+    """Refuse, in one line naming both, a setting asked for (not None) that differs from ``table``'s.
+
+    A table's medians hold for the batch size, threads and runtime it was measured with, and everything timed
+    against it is timed with them; a flag asking for another would be silently ignored.
+    """
+    settings = table.settings
+    have = {"--batch-size": table.batch_size, "--threads": settings.threads, "--runtime": settings.runtime}
+    asked = {"--batch-size": batch_size, "--threads": threads, "--runtime": runtime}
+    clash = [flag for flag, value in asked.items() if value is not None and value != have[flag]]
+    if clash:
+        one = len(clash) == 1
+        raise UserError(f"{', '.join(f'{flag} {asked[flag]}' for flag in clash)} {'conflicts' if one else 'conflict'} "
+                        f"with latency table {table.path}, measured with "
+                        f"{', '.join(f'{flag} {have[flag]}' for flag in clash)}: leave {'it' if one else 'them'} out to "
+                        "use the table's, or build a table in that setting with `python -m search.latency build`")
+
+
 # ---- validation and calibration -------------------------------------------------------------------
 def _measurement_id(table: LatencyTable) -> str:
     """Identifies what a table measured (not its correction, which calibrate changes)."""
@@ -472,7 +561,9 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
     """Time ``subnets`` random subnets end to end as the table was timed; compare with its predictions.
 
     Writes ``OUT/validation.json`` (every subnet, the figures per predictor) and ``OUT/validation.png``.
-    Measurements are kept as they are made, and reused by a later run with the same table and seed.
+    Measurements are kept as they are made, and reused by a later run with the same table and seed; the file
+    carries a checksum (:func:`supernet.io.with_checksum`), so one edited by hand is refused, here and by
+    :func:`read_measurements`, rather than reused or calibrated on.
     """
     if subnets < 2:
         raise UserError(f"--subnets must be at least 2 (rank correlation needs pairs), got {subnets}")
@@ -481,12 +572,9 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
     key = {"table": _measurement_id(table), "seed": seed}
     previous: dict[str, dict[str, Any]] = {}
     if (out / "validation.json").exists():
-        try:
-            old = read_json(out / "validation.json", "validation")
-            if isinstance(old, dict) and old.get("key") == key:
-                previous = {row["arch"]: row for row in old.get("subnets", [])}
-        except (UserError, KeyError, TypeError):
-            previous = {}
+        old, rows = read_validation(out / "validation.json")
+        if old.get("key") == key:
+            previous = {row["arch"]: row for row in rows}
     archs = sample_archs(space, subnets, f"validate-{seed}")
     timer = table.timer(device)
     flops_table = flops_params_table(config)
@@ -504,7 +592,7 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
                    flops=score_python(space, arch, flops_table)[0])
         rows.append(row)
         if len(rows) % 10 == 0:
-            write_json(out / "validation.json", {"key": key, "complete": False, "subnets": rows})
+            write_json(out / "validation.json", with_checksum({"key": key, "complete": False, "subnets": rows}))
     measured = [r["measured_ms"] for r in rows]
     flops_fit = fit_affine([r["flops"] for r in rows], measured)
     predictors = {
@@ -518,7 +606,7 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
               "correction": table.data["correction"], "flops_fit": {"scale": flops_fit[0], "offset_ms": flops_fit[1]},
               "in_calibration": sum(r["arch"] in calibrated_on for r in rows),
               "figures": figures, "subnets": rows}
-    write_json(out / "validation.json", result)
+    write_json(out / "validation.json", with_checksum(result))
     fp = table.fingerprint
     scatter_png(out / "validation.png", measured, predictors,
                 f"{space.name} on {fp.get('gpu') or fp.get('cpu')}: batch {fp['batch_size']}, "
@@ -548,18 +636,45 @@ def report(result: Mapping[str, Any]) -> None:
         print(f"note: {result['in_calibration']} of these subnets were among the table's calibration points")
 
 
+VALIDATION_REMEDY = "delete it (or use another --out) and rerun `python -m search.latency validate`"
+
+
+def read_validation(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A ``validation.json`` that :func:`validate` wrote, and its subnet rows; anything else is one line.
+
+    Its checksum must match (an edited measurement would be calibrated on, or reused by a resumed
+    validation), and every row must hold an architecture string and timings (:func:`search.timing.plausible_ms`).
+    """
+    path = Path(path)
+    data = read_json(path, "validation")
+    if not isinstance(data, dict) or not isinstance(data.get("subnets"), list):
+        raise UserError(f"{path} is not a validation.json of `python -m search.latency validate`; {VALIDATION_REMEDY}")
+    data = verify_checksum(data, path, "validation", VALIDATION_REMEDY)
+    for i, row in enumerate(data["subnets"]):
+        if not (isinstance(row, dict) and isinstance(row.get("arch"), str)
+                and all(plausible_ms(row.get(k)) for k in ("measured_ms", "raw_median_ms"))
+                and _is_number(row.get("spread_ms"))):
+            raise UserError(f"validation {path}: subnet {i} is malformed (an \"arch\" and timings from {MIN_MS:g} to "
+                            f"{MAX_MS:g} ms are needed); {VALIDATION_REMEDY}")
+    return data, data["subnets"]
+
+
 def read_measurements(path: str | os.PathLike, space: Space) -> list[dict[str, Any]]:
-    """Measured latencies from a file: a list of ``{"arch", "latency_ms"}`` or a ``validation.json``."""
+    """Measured latencies from a file: a list of ``{"arch", "latency_ms"}`` or a ``validation.json``.
+
+    A latency must be a timing (:func:`search.timing.plausible_ms`): 0 ms, or 1e308, would tilt the fit.
+    """
     data = read_json(path, "measurements")
-    rows = data.get("subnets") if isinstance(data, dict) else data
+    rows = read_validation(path)[1] if isinstance(data, dict) else data
     if not isinstance(rows, list) or not rows:
         raise UserError(f"measurements {path} must be a non-empty JSON list of {{\"arch\": ..., \"latency_ms\": ...}} "
                         "or a validation.json")
     points = []
     for i, row in enumerate(rows):
         value = row.get("latency_ms", row.get("measured_ms")) if isinstance(row, dict) else None
-        if not isinstance(row, dict) or "arch" not in row or not _is_number(value) or value <= 0:
-            raise UserError(f"measurements {path}: entry {i} needs an \"arch\" and a positive \"latency_ms\"")
+        if not isinstance(row, dict) or "arch" not in row or not plausible_ms(value):
+            raise UserError(f"measurements {path}: entry {i} needs an \"arch\" and a \"latency_ms\" from {MIN_MS:g} "
+                            f"to {MAX_MS:g} ms")
         try:
             arch = space.parse(row["arch"])
         except UserError as err:
@@ -574,6 +689,10 @@ def calibrate(table: LatencyTable, points: list[dict[str, Any]], out: str | os.P
     A subnet measured again replaces its earlier point. Returns the figures on ``points`` before and after.
     """
     space = table.space
+    odd = next((p for p in points if not plausible_ms(p.get("measured_ms"))), None)
+    if odd is not None:  # read_measurements refuses these; a caller of this function may not have used it
+        raise UserError(f"calibrate: {odd.get('arch')} was measured at {odd.get('measured_ms')!r} ms, not a time from "
+                        f"{MIN_MS:g} to {MAX_MS:g} ms; nothing was written")
     archs = [space.parse(p["arch"]) for p in points]
     measured = [p["measured_ms"] for p in points]
     before = agreement([table.predict(a) for a in archs], measured)
@@ -582,6 +701,12 @@ def calibrate(table: LatencyTable, points: list[dict[str, Any]], out: str | os.P
     data["calibration"] = [p for p in data["calibration"] if p["arch"] not in new] + points
     refit(data)
     path = Path(out) if out else table.path
+    problem = correction_problem(data["correction"], space.config, data["entries"])
+    if problem:  # what the loader would refuse is never written, least of all over the table itself
+        c = data["correction"]
+        raise UserError(f"calibrate: refitted to these measurements ({c['scale']:.4g} * sum + {c['offset_ms']:.4g} ms), "
+                        f"the table {problem}; {path} was not written: check that the measurements are milliseconds "
+                        "of this space's subnets at the table's batch size")
     write_json(path, data)
     updated = LatencyTable(data, path)
     after = agreement([updated.predict(a) for a in archs], measured)
@@ -590,13 +715,17 @@ def calibrate(table: LatencyTable, points: list[dict[str, Any]], out: str | os.P
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
-def _setting_flags(parser: argparse.ArgumentParser) -> None:
+def _setting_flags(parser: argparse.ArgumentParser, *, table_decides: bool = False) -> None:
+    """The measurement-setting flags; with ``table_decides`` one left out is None: the table's is used."""
+    also = ", or the table's" if table_decides else ""
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="eager", help="eager PyTorch or TorchScript")
+    parser.add_argument("--batch-size", type=int, default=None if table_decides else DEFAULT_BATCH_SIZE,
+                        help=f"images per timed call (default {DEFAULT_BATCH_SIZE}{also})")
+    parser.add_argument("--threads", type=int, default=None if table_decides else DEFAULT_THREADS,
+                        help=f"torch threads while timing (default {DEFAULT_THREADS}{also}; 0: torch's own)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None if table_decides else "eager",
+                        help=f"eager PyTorch or TorchScript (default eager{also})")
 
 
 def _settings(args: argparse.Namespace) -> TimingSettings:
@@ -623,7 +752,7 @@ def main(argv: list[str] | None = None) -> None:
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
     show.add_argument("table")
     check = commands.add_parser("validate", help="time random subnets end to end and compare with the table")
-    _setting_flags(check)
+    _setting_flags(check, table_decides=True)
     check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
     check.add_argument("--allow-foreign-table", action="store_true",
                        help="accept a table measured on another device, with a warning")
@@ -645,9 +774,8 @@ def main(argv: list[str] | None = None) -> None:
         describe(load_table(args.table))
     elif args.command == "validate":
         device = parse_device(args.device)
-        table = table_for(get_space(args.space).config, device, batch_size=args.batch_size,
-                          settings=_settings(args), path=args.table, allow_foreign=args.allow_foreign_table,
-                          build=False)
+        table = table_for(get_space(args.space).config, device, batch_size=args.batch_size, threads=args.threads,
+                          runtime=args.runtime, path=args.table, allow_foreign=args.allow_foreign_table, build=False)
         result = validate(table, device, subnets=args.subnets, seed=args.seed, out=args.out)
         report(result)
         print(f"wrote {Path(args.out) / 'validation.json'} and {Path(args.out) / 'validation.png'}")

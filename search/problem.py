@@ -7,7 +7,7 @@
   candidate is redrawn and never costs an evaluation; a bound on an evaluated metric marks the record
   infeasible afterwards.
 - The *journal* keeps every evaluation (and every end-to-end timing of a winner) in a JSON file, rewritten
-  atomically after each one. Algorithms are
+  atomically after each one, with a checksum of its records: one edited by hand is refused. Algorithms are
   deterministic given their seed and the metrics they see, so a search restarted on its journal replays
   the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
   the finished result equals that of an uninterrupted run.
@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from search.space import Arch, SearchSpace
 from supernet.errors import UserError
-from supernet.io import read_json, write_json
+from supernet.io import read_json, verify_checksum, with_checksum, write_json
 
 Metrics = dict[str, Any]
 T = TypeVar("T")
@@ -103,7 +103,12 @@ class Record:
 
 
 class Journal:
-    """Evaluations of one search, by canonical key, in a JSON file tagged with the search's identity."""
+    """Evaluations of one search, by canonical key, in a JSON file tagged with the search's identity.
+
+    The file carries a checksum of its records (:func:`supernet.io.with_checksum`): a resumed search replays
+    them as measured, so a journal edited by hand (one changed digit can make a subnet the winner) or damaged
+    is refused in one line, as is one of another shape.
+    """
 
     FORMAT = "oneshot-nas/search-journal"
 
@@ -113,16 +118,30 @@ class Journal:
         self.entries: dict[str, Metrics] = {}
         self.measurements: dict[str, Metrics] = {}  # end-to-end timings of verified winners, by device|arch
         if self.path and self.path.exists():
-            data = read_json(self.path, "search journal")
-            if not isinstance(data, dict) or data.get("format") != self.FORMAT or not isinstance(data.get("entries"), dict):
-                raise UserError(f"{self.path} is not a search journal of this tool; remove it or use another --out")
-            if data.get("identity") != _plain(self.identity):
-                differ = sorted(k for k in set(data.get("identity") or {}) | set(self.identity)
-                                if (data.get("identity") or {}).get(k) != _plain(self.identity).get(k))
+            data = self._read(self.path)
+            if data["identity"] != _plain(self.identity):
+                differ = sorted(k for k in set(data["identity"]) | set(self.identity)
+                                if data["identity"].get(k) != _plain(self.identity).get(k))
                 raise UserError(f"{self.path} belongs to a different search ({', '.join(differ) or 'identity'} "
                                 "differs); use another --out, or delete it to start over")
             self.entries = data["entries"]
-            self.measurements = data.get("measurements") or {}
+            self.measurements = data["measurements"]
+
+    @classmethod
+    def _read(cls, path: Path) -> dict[str, Any]:
+        """The journal at ``path``, checked: format tag, checksum, then the shape of every record."""
+        remedy = "delete it to start the search over, or use another --out"
+        data = read_json(path, "search journal")
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
+            raise UserError(f"{path} is not a search journal of this tool; {remedy}")
+        data = verify_checksum(data, path, "search journal", remedy)
+        if not isinstance(data.get("identity"), dict):
+            raise UserError(f"search journal {path} has no valid \"identity\"; {remedy}")
+        for part in ("entries", "measurements"):
+            records = data.get(part)
+            if not (isinstance(records, dict) and all(isinstance(r, dict) for r in records.values())):
+                raise UserError(f"search journal {path}: {part!r} must map keys to records (JSON objects); {remedy}")
+        return data
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -149,8 +168,8 @@ class Journal:
 
     def _write(self) -> None:
         if self.path:
-            write_json(self.path, {"format": self.FORMAT, "identity": self.identity, "entries": self.entries,
-                                   "measurements": self.measurements})
+            write_json(self.path, with_checksum({"format": self.FORMAT, "identity": self.identity,
+                                                 "entries": self.entries, "measurements": self.measurements}))
 
 
 def _plain(value: Any) -> Any:

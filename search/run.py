@@ -33,7 +33,7 @@ from search.latency import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, LatencyTable, pa
 from search.plot import plot_search
 from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
-from search.timing import RUNTIMES, TimingSettings
+from search.timing import RUNTIMES, plausible_ms
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.distributed import Group
@@ -88,9 +88,11 @@ class SearchConfig:
     data: str = DEFAULT_DATA
     table: str | None = None
     allow_foreign_table: bool = False
-    batch_size: int = DEFAULT_BATCH_SIZE
-    threads: int = DEFAULT_THREADS
-    runtime: str = "eager"
+    # The latency setting: None where not asked for, so the table's is used (or, with no table, the default);
+    # the config saved with the results holds the setting every table of the search was measured with.
+    batch_size: int | None = None
+    threads: int | None = None
+    runtime: str | None = None
     calibration_size: int = DEFAULT_CALIBRATION
     verify: int = 5
     seed: int = 0
@@ -112,10 +114,12 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--table", default=None, help="latency table file (one device only; default: cached)")
     parser.add_argument("--allow-foreign-table", action="store_true",
                         help="accept a table measured on another device, with a warning")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="latency batch size")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="eager", help="latency runtime")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"latency batch size (default: the --table's, else {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch threads while timing (default: the --table's, else {DEFAULT_THREADS}; 0: torch's own)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="latency runtime (default: the --table's, else eager)")
     parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
                         help="training images used to recalibrate batch norm")
     parser.add_argument("--verify", type=int, default=5, help="best candidates per scenario timed end to end")
@@ -131,7 +135,11 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -
         scenarios = [Scenario(str(parse_device(args.device)), args.latency_ms)]
     else:
         scenarios = parse_scenarios(args.scenarios)
-    check_flags(args, positive=("evaluations", "batch_size", "calibration_size", "verify"), non_negative=("threads",))
+    check_flags(args, positive=("evaluations", "calibration_size", "verify"))
+    if args.batch_size is not None:
+        check_flags(args, positive=("batch_size",))
+    if args.threads is not None:
+        check_flags(args, non_negative=("threads",))
     for name in ("max_flops", "max_params"):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -172,17 +180,18 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000))
-    settings = TimingSettings(threads=config.threads, runtime=config.runtime)
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:
         if scenario.device not in tables:
             tables[scenario.device] = group.from_main(  # built by rank 0 alone if missing
                 lambda: table_for(space.config, parse_device(scenario.device), batch_size=config.batch_size,
-                                  settings=settings, path=config.table, allow_foreign=config.allow_foreign_table))
+                                  threads=config.threads, runtime=config.runtime, path=config.table,
+                                  allow_foreign=config.allow_foreign_table))
         smallest = tables[scenario.device].predict(space.smallest())
         if smallest > scenario.latency_ms:
             raise UserError(f"scenario {scenario.name}: the budget is below the smallest subnet's predicted latency "
                             f"({smallest:.2f} ms on {scenario.device}): raise it")
+    config = _with_table_setting(config, next(iter(tables.values())))
     counts = flops_params_table(space.config)
 
     def estimate(arch: dict) -> dict[str, float]:
@@ -244,6 +253,16 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     return result
 
 
+def _with_table_setting(config: SearchConfig, table: LatencyTable) -> SearchConfig:
+    """``config`` with the latency setting that ``table`` was measured with, and every measurement uses.
+
+    The tables of one search all have it: a given ``--table`` was checked against any setting asked for, and
+    cached tables are looked up by the setting asked for.
+    """
+    return dataclasses.replace(config, batch_size=table.batch_size, threads=table.settings.threads,
+                               runtime=table.settings.runtime)
+
+
 def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supernet: Any, config: SearchConfig,
             fixed: list[Bound], journal: Journal) -> dict[str, Any]:
     """Time the best candidates of ``scenario`` end to end; the first whose measurement meets the budget wins.
@@ -260,8 +279,11 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
     timer = table.timer(device)
     verified = []
     for record in candidates[:config.verify]:
-        timing = journal.measured(f"{scenario.device}|{record.key}",
-                                  lambda: table.measure(supernet.extract(record.arch), device, timer))
+        key = f"{scenario.device}|{record.key}"
+        timing = journal.measured(key, lambda: table.measure(supernet.extract(record.arch), device, timer))
+        if not plausible_ms(timing.get("median_ms")):
+            raise UserError(f"search journal {journal.path}: the timing of {key} is not a time in milliseconds; "
+                            "delete the journal to start the search over, or use another --out")
         verified.append({**record.to_dict(), "predicted_latency_ms": record.metrics[scenario.metric],
                          "measured_latency_ms": timing["median_ms"], "measured_spread_ms": timing["spread_ms"],
                          "meets_budget": timing["median_ms"] <= scenario.latency_ms})

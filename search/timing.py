@@ -18,12 +18,22 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
+from supernet.errors import UserError
+
 RUNTIMES = ("eager", "torchscript")
+# What a timing may be. Below 1e-4 ms (0.1 us) no forward pass of a network runs (a CUDA event resolves
+# 0.5 us, a kernel launch alone takes a few): such a figure is a broken clock or probe, and it would let any
+# subnet meet any budget. Over 1e6 ms (17 minutes) per call, a table of ~150 units timed 30 times each would
+# take months: such a figure is a corrupt file, and near float's limits it turns sums into infinities.
+MIN_MS, MAX_MS = 1e-4, 1e6
+# Timing settings a table or a flag may ask for: more repeats or warm-up calls than this is a hang, not a
+# measurement (the defaults are 30 and 10), and more threads than any machine has cores is a corrupt file.
+MAX_CALLS, MAX_THREADS = 100_000, 1024
 
 Call = Callable[[], object]
 
@@ -39,10 +49,37 @@ class TimingSettings:
     reference_probe: bool = True
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.repeats <= 0 or self.threads < 0:
-            raise ValueError("warmup must be >= 0, repeats > 0 and threads >= 0")
+        """Refuse settings no timing can run with: what a flag or a corrupt table may hold."""
+        counts = {"warmup": (self.warmup, 0, MAX_CALLS), "repeats": (self.repeats, 1, MAX_CALLS),
+                  "threads": (self.threads, 0, MAX_THREADS)}
+        for name, (value, low, high) in counts.items():
+            if not (_is_int(value) and low <= value <= high):
+                raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if not isinstance(self.reference_probe, bool):
+            raise ValueError(f"reference_probe must be true or false, got {self.reference_probe!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def plausible_ms(value: Any) -> bool:
+    """Whether ``value`` can be a timing in milliseconds: a number from :data:`MIN_MS` to :data:`MAX_MS`."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and MIN_MS <= value <= MAX_MS
+
+
+def check_ms(value: float, what: str) -> float:
+    """``value`` if it is a :func:`plausible_ms` timing, else a one-line error naming ``what`` was timed.
+
+    A timing of 0 ms (a clock that did not move, a probe speed of 0) would make every subnet meet every
+    budget; it is refused where it is taken rather than recorded.
+    """
+    if not plausible_ms(value):
+        raise UserError(f"timing {what} gave {value!r} ms, not a time from {MIN_MS:g} to {MAX_MS:g} ms: the "
+                        "clock or the reference probe's speed is broken; nothing was recorded")
+    return float(value)
 
 
 class threads:
@@ -114,6 +151,8 @@ class Timer:
                  probe_ms: float | None = None):
         if settings.reference_probe and probe is None:
             raise ValueError("settings ask for a reference probe but none was given")
+        if probe_ms is not None:
+            check_ms(probe_ms, "the reference probe")
         self.device, self.settings = device, settings
         self.probe = probe if settings.reference_probe else None
         self.probe_ms = probe_ms
@@ -132,7 +171,8 @@ class Timer:
             for _ in range(self.settings.warmup):
                 self.probe()
             self._sync()
-            self.probe_ms = statistics.median(self._timed(self.probe) for _ in range(calls))
+            self.probe_ms = check_ms(statistics.median(self._timed(self.probe) for _ in range(calls)),
+                                     "the reference probe")
         return self.probe_ms
 
     def __call__(self, fn: Call) -> dict[str, float]:
@@ -150,11 +190,12 @@ class Timer:
                 t = self._timed(fn)
                 times.append(t)
                 if self.probe is not None:
-                    self.probe_times.append(self._timed(self.probe))
+                    self.probe_times.append(check_ms(self._timed(self.probe), "a reference probe call"))
                     ratios.append(t / self.probe_times[-1])
         raw, raw_spread = _median_iqr(times)
         if self.probe is None:
-            return {"median_ms": raw, "spread_ms": raw_spread, "count": len(times), "raw_median_ms": raw}
+            return {"median_ms": check_ms(raw, "a call"), "spread_ms": raw_spread, "count": len(times),
+                    "raw_median_ms": raw}
         ratio, ratio_spread = _median_iqr(ratios)
-        return {"median_ms": ratio * self.probe_ms, "spread_ms": ratio_spread * self.probe_ms,
+        return {"median_ms": check_ms(ratio * self.probe_ms, "a call"), "spread_ms": ratio_spread * self.probe_ms,
                 "count": len(times), "raw_median_ms": raw}

@@ -8,13 +8,14 @@ behind; the next successful write of the same destination removes it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 from supernet.errors import UserError
 
@@ -144,3 +145,33 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{what} {path} is not valid JSON ({err}); it may be truncated or corrupt") from None
     except OSError as err:
         raise UserError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def with_checksum(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` plus a ``"checksum"`` of the rest (see :func:`verify_checksum`), to write with :func:`write_json`.
+
+    For records a later run trusts as they are (a search journal, a validation's measurements): one changed
+    digit would otherwise be replayed as if it had been measured.
+    """
+    return {**data, "checksum": _checksum(json.loads(json.dumps(data)))}  # as it will read back (str keys, lists)
+
+
+def verify_checksum(data: Mapping[str, Any], path: str | os.PathLike, what: str, remedy: str) -> dict[str, Any]:
+    """``data`` without its ``"checksum"``, which must be that of the rest; else a one-line error.
+
+    The checksum is ``sha256:`` and the hex SHA-256 of the canonical JSON of everything else in the file (keys
+    sorted, no spaces, ASCII). It is no signature: it tells a file edited by hand or damaged from one this tool
+    wrote. ``what`` names the kind of file, ``remedy`` says what to do instead.
+    """
+    rest = {k: v for k, v in data.items() if k != "checksum"}
+    if "checksum" not in data:
+        raise UserError(f"{what} {path} has no checksum (an older version of this tool wrote it); {remedy}")
+    if data["checksum"] != _checksum(rest):
+        raise UserError(f"{what} {path} was modified after it was written (its checksum does not match its "
+                        f"contents); {remedy}")
+    return rest
+
+
+def _checksum(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -158,7 +158,8 @@ def test_foreign_device_is_refused_unless_allowed(tmp_path: Path, fast_table: Pa
     (lambda d: {**d, "version": 1}, "schema version 1; this tool reads version 2: rebuild"),
     (lambda d: {**d, "format": "x"}, "not a latency table"),
     (lambda d: {**d, "entries": {**d["entries"], "stem": {"median_ms": "fast"}}}, "'stem' is malformed"),
-    (lambda d: {**d, "correction": {"scale": -1, "offset_ms": 0}}, "malformed correction"),
+    (lambda d: {**d, "correction": {"scale": -1, "offset_ms": 0}}, "correction scale of -1, outside 0.001 to 1000"),
+    (lambda d: {**d, "correction": {"scale": 1, "offset_ms": "0"}}, "malformed correction"),
     (lambda d: {**d, "probe": None}, "reference probe"),
     (lambda d: {**d, "calibration": "none"}, "'calibration'"),
 ])

@@ -24,7 +24,8 @@ import torch
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from search.latency import describe, load_table
+from search.latency import MAX_BATCH_SIZE, describe, load_table
+from search.timing import MAX_CALLS, plausible_ms
 from search.space import CategoricalSpace
 from supernet.checkpoint import save_checkpoint, save_subnet_checkpoint
 from supernet.errors import UserError
@@ -302,7 +303,7 @@ def damaged_tables(draw: st.DrawFn, original: dict[str, Any]) -> bytes:
 
 
 def _loads_or_refuses(path: Path, **checks: Any) -> None:
-    """``load_table(path, **checks)`` predicts a finite, positive latency, or raises a one-line UserError."""
+    """``load_table(path, **checks)`` predicts plausible latencies and times sanely, or raises a one-line UserError."""
     try:
         table = load_table(path, **checks)
     except UserError as err:
@@ -314,8 +315,11 @@ def _loads_or_refuses(path: Path, **checks: Any) -> None:
     space = table.space
     for arch in (space.smallest(), space.largest(), space.sample(random.Random(0))):
         latency = table.predict(arch)
-        assert math.isfinite(latency) and latency > 0, (space.to_string(arch), latency)
+        assert plausible_ms(latency), (space.to_string(arch), latency)  # not 0 ms, not 1e308 ms
         assert table.predict_many([arch]).item() == pytest.approx(latency)
+    # what a timer built from the table would run with: a probe speed that is a time, a batch it can allocate
+    assert table.probe_ms is None or plausible_ms(table.probe_ms), table.probe_ms
+    assert 1 <= table.batch_size <= MAX_BATCH_SIZE and table.settings.repeats <= MAX_CALLS
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
