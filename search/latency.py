@@ -46,7 +46,7 @@ from tqdm import tqdm
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import RUNTIMES, Timer, TimingSettings, prepare
-from supernet.errors import ArgumentParser, UserError, run_cli
+from supernet.errors import ArgumentParser, UserError, int_range, random_seed, run_cli
 from supernet.io import read_json, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
@@ -57,6 +57,11 @@ FORMAT = "oneshot-nas/latency-table"
 VERSION = 2
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_THREADS = 1
+BATCH_SIZE = int_range(1, 4096)
+"""The batch a table may time: past 4096 images one call's activations outgrow most devices' memory (and a
+mistyped 1e9 would be an allocation failure, not an error message)."""
+THREADS = int_range(0, os.cpu_count() or 1)
+"""Torch threads while timing: 0 (torch's own choice) to this machine's CPU count."""
 DEFAULT_CALIBRATION_SUBNETS = 20
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
              "asimd", "sve")
@@ -367,8 +372,8 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
 
     The partial table is rewritten as it grows, so an interrupted build resumes where it stopped.
     """
-    if batch_size <= 0 or calibration_subnets < 0:
-        raise UserError("--batch-size must be positive and --calibration-subnets not negative")
+    if not BATCH_SIZE.contains(batch_size) or calibration_subnets < 0:
+        raise UserError(f"--batch-size must be {BATCH_SIZE.describe()} and --calibration-subnets not negative")
     fp = fingerprint(device, batch_size, settings)
     path = Path(out) if out else default_table_path(config, fp, settings)
     recipe = {**dataclasses.asdict(settings), "calibration_subnets": calibration_subnets}
@@ -593,8 +598,8 @@ def calibrate(table: LatencyTable, points: list[dict[str, Any]], out: str | os.P
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--threads", type=THREADS, default=DEFAULT_THREADS,
                         help=f"torch threads while timing (default {DEFAULT_THREADS}; 0: torch's own)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="eager", help="eager PyTorch or TorchScript")
 
@@ -613,11 +618,11 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="measure a table on a device")
     _setting_flags(build)
-    build.add_argument("--warmup", type=int, default=TimingSettings.warmup)
-    build.add_argument("--repeats", type=int, default=TimingSettings.repeats)
+    build.add_argument("--warmup", type=int_range(0), default=TimingSettings.warmup)
+    build.add_argument("--repeats", type=int_range(1), default=TimingSettings.repeats)
     build.add_argument("--reference-probe", action=argparse.BooleanOptionalAction, default=True,
                        help="pair every timed call with a reference probe (default: on; see search.timing)")
-    build.add_argument("--calibration-subnets", type=int, default=DEFAULT_CALIBRATION_SUBNETS,
+    build.add_argument("--calibration-subnets", type=int_range(0), default=DEFAULT_CALIBRATION_SUBNETS,
                        help="random subnets timed end to end to fit the correction")
     build.add_argument("--out", default=None, help="table file (default: the cache folder)")
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
@@ -627,8 +632,8 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
     check.add_argument("--allow-foreign-table", action="store_true",
                        help="accept a table measured on another device, with a warning")
-    check.add_argument("--subnets", type=int, default=100, help="random subnets to time (default 100)")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--subnets", type=int_range(2), default=100, help="random subnets to time (default 100)")
+    check.add_argument("--seed", type=random_seed, default=0)
     check.add_argument("--out", default="runs/latency-validation", help="folder for validation.json/.png")
     fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies")
     fix.add_argument("table")
