@@ -46,7 +46,7 @@ from tqdm import tqdm
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import RUNTIMES, Timer, TimingSettings, prepare
-from supernet.errors import ArgumentParser, UserError, int_range, random_seed, run_cli
+from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, random_seed, run_cli
 from supernet.io import read_json, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
@@ -622,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--repeats", type=int_range(1), default=TimingSettings.repeats)
     build.add_argument("--reference-probe", action=argparse.BooleanOptionalAction, default=True,
                        help="pair every timed call with a reference probe (default: on; see search.timing)")
-    build.add_argument("--calibration-subnets", type=int_range(0), default=DEFAULT_CALIBRATION_SUBNETS,
+    build.add_argument("--calibration-subnets", type=int_range(0, DRAWN_MAX), default=DEFAULT_CALIBRATION_SUBNETS,
                        help="random subnets timed end to end to fit the correction")
     build.add_argument("--out", default=None, help="table file (default: the cache folder)")
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
@@ -632,7 +632,8 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
     check.add_argument("--allow-foreign-table", action="store_true",
                        help="accept a table measured on another device, with a warning")
-    check.add_argument("--subnets", type=int_range(2), default=100, help="random subnets to time (default 100)")
+    check.add_argument("--subnets", type=int_range(2, DRAWN_MAX), default=100,
+                       help="random subnets to time (default 100)")
     check.add_argument("--seed", type=random_seed, default=0)
     check.add_argument("--out", default="runs/latency-validation", help="folder for validation.json/.png")
     fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies")

@@ -53,6 +53,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 COUNT_MAX = 2**31 - 1
 """The largest count any flag may ask for (what a C ``int`` holds), so that no count overflows an argument of
 torch or OpenMP with a traceback; flags with a natural bound have a tighter one."""
+DRAWN_MAX = 100_000
+"""The most architectures a flag may have drawn at once (calibration or validation subnets, a BO pool): they
+are held in a list, and 2**31 of them would exhaust memory long before an error message."""
 SEED_LIMIT = 2**32
 """Seeds lie in ``[0, 2**32)``: what numpy, ``random`` and ``torch.manual_seed`` all accept, with room for the
 derived seeds (``seed * 1000 + epoch`` and ``* 1_000_003 + batch`` for the data order) to stay below torch's
