@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import time
@@ -53,7 +54,7 @@ from search.evaluate import DEFAULT_CALIBRATION  # noqa: E402
 from search.plot import save_png  # noqa: E402
 from supernet.checkpoint import PRETRAINED, load_supernet  # noqa: E402
 from supernet.data import DEFAULT_DATA, ImageSet, load_splits  # noqa: E402
-from supernet.errors import UserError, check_flags, run_cli  # noqa: E402
+from supernet.errors import UserError, int_range, random_seed, run_cli  # noqa: E402
 from supernet.evaluate import accuracy, recalibrate_bn  # noqa: E402
 from supernet.io import read_json, write_json  # noqa: E402
 from supernet.model import Subnet, init_weights  # noqa: E402
@@ -106,11 +107,12 @@ def plot(path: Path, inherited: Sequence[float], standalone: Sequence[float], ti
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python bench/ranking.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--subnets", type=int, default=30, help="random subnets to rank")
-    parser.add_argument("--epochs", type=int, default=1, help="stand-alone training epochs")
-    parser.add_argument("--train-images", type=int, default=12000, help="training images for stand-alone training")
-    parser.add_argument("--seed", type=int, default=0, help="subnet stream, weight init and batch order")
-    parser.add_argument("--train-seed", type=int, default=None,
+    parser.add_argument("--subnets", type=int_range(), default=30, help="random subnets to rank")
+    parser.add_argument("--epochs", type=int_range(), default=1, help="stand-alone training epochs")
+    parser.add_argument("--train-images", type=int_range(), default=12000,
+                        help="training images for stand-alone training")
+    parser.add_argument("--seed", type=random_seed, default=0, help="subnet stream, weight init and batch order")
+    parser.add_argument("--train-seed", type=random_seed, default=None,
                         help="weight init and batch order of the stand-alone training (default: --seed); with "
                              "--reference, measures the yardstick's own noise on the same subnets")
     parser.add_argument("--reference", default=None,
@@ -119,11 +121,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", default=str(PRETRAINED))
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--out", default="runs/bench-ranking")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int_range(0, os.cpu_count() or 1), default=1,
                         help="torch threads (0: torch's default); see the docstring for why 1")
-    args = parser.parse_args(argv)
-    check_flags(args, positive=("subnets", "epochs", "train_images"), non_negative=("threads",))
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

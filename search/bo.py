@@ -14,15 +14,17 @@ from search.problem import Problem, Record
 from search.run import SearchConfig, add_common_args, resolve, search
 from search.strategies import bayesian_optimisation
 from supernet.distributed import join
-from supernet.errors import ArgumentParser, run_cli
+from supernet.errors import DRAWN_MAX, ArgumentParser, int_range, non_negative_float, run_cli
 
 
 def parse_args(argv: list[str] | None) -> SearchConfig:
     parser = ArgumentParser(prog="python -m search.bo", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/bo")
-    parser.add_argument("--initial", type=int, default=10, help="random evaluations before the model leads")
-    parser.add_argument("--pool", type=int, default=300, help="candidates scored by the acquisition per step")
-    parser.add_argument("--xi", type=float, default=0.01, help="exploration margin of expected improvement")
+    parser.add_argument("--initial", type=int_range(2), default=10, help="random evaluations before the model leads")
+    parser.add_argument("--pool", type=int_range(1, DRAWN_MAX), default=300,
+                        help="candidates scored by the acquisition per step")
+    parser.add_argument("--xi", type=non_negative_float, default=0.01,
+                        help="exploration margin of expected improvement")
     args = parser.parse_args(argv)
     return resolve(args, "bo", {"initial": args.initial, "pool": args.pool, "xi": args.xi})
 

@@ -35,7 +35,7 @@ from search.run import read_results
 from search.strategies import pareto_front
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
-from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
+from supernet.errors import ArgumentParser, UserError, int_range, positive_float, run_cli
 from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.space import Space, SpaceConfig
@@ -174,14 +174,14 @@ class EnsembleConfig:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m search.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("results", help="results.json of a search (python -m search.evolve or search.bo)")
-    parser.add_argument("--latency-ms", type=float, required=True,
+    parser.add_argument("--latency-ms", type=positive_float, required=True,
                         help="total latency budget of the ensemble in milliseconds on --device")
     parser.add_argument("--device", default="cpu",
                         help="cpu or cuda:N: whose predicted latency and timer (default cpu)")
-    parser.add_argument("--max-members", type=int, default=3, help="most subnets in the ensemble (default 3)")
+    parser.add_argument("--max-members", type=int_range(), default=3, help="most subnets in the ensemble (default 3)")
     parser.add_argument("--checkpoint", default=None, help="supernet checkpoint (default: the search's)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the search's)")
-    parser.add_argument("--calibration-size", type=int, default=None,
+    parser.add_argument("--calibration-size", type=int_range(), default=None,
                         help="training images to recalibrate batch norm on (default: the search's)")
     parser.add_argument("--table", default=None, help="latency table whose timer measures (default: the search's)")
     parser.add_argument("--allow-foreign-table", action="store_true",
@@ -193,9 +193,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace, results: dict[str, Any]) -> EnsembleConfig:
     """Checked :class:`EnsembleConfig`: flags left out take the search's own settings from ``results``."""
-    check_flags(args, positive=("latency_ms", "max_members"))
-    if args.calibration_size is not None:
-        check_flags(args, positive=("calibration_size",))
     device = str(parse_device(args.device))
     searched = results.get("config") if isinstance(results.get("config"), dict) else {}
     tables = results.get("tables") if isinstance(results.get("tables"), dict) else {}

@@ -17,7 +17,7 @@ from search.problem import Problem, Record
 from search.run import SearchConfig, add_common_args, resolve, search
 from search.strategies import nsga2, random_search, regularized_evolution
 from supernet.distributed import join
-from supernet.errors import ArgumentParser, run_cli
+from supernet.errors import ArgumentParser, int_range, run_cli, unit_interval
 
 ALGORITHMS = ("evolution", "nsga2", "random")
 
@@ -26,11 +26,11 @@ def parse_args(argv: list[str] | None) -> SearchConfig:
     parser = ArgumentParser(prog="python -m search.evolve", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/evolve")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="evolution")
-    parser.add_argument("--population", type=int, default=12)
-    parser.add_argument("--children", type=int, default=6, help="children per generation (evolution)")
-    parser.add_argument("--tournament", type=int, default=4, help="tournament size (evolution)")
-    parser.add_argument("--mutation-prob", type=float, default=0.15)
-    parser.add_argument("--crossover-prob", type=float, default=0.5)
+    parser.add_argument("--population", type=int_range(2), default=12)
+    parser.add_argument("--children", type=int_range(), default=6, help="children per generation (evolution)")
+    parser.add_argument("--tournament", type=int_range(), default=4, help="tournament size (evolution)")
+    parser.add_argument("--mutation-prob", type=unit_interval, default=0.15)
+    parser.add_argument("--crossover-prob", type=unit_interval, default=0.5)
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in ("population", "children", "tournament", "mutation_prob", "crossover_prob")}
     return resolve(args, args.algorithm, options)

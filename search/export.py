@@ -45,7 +45,7 @@ from search.latency import parse_device, table_for
 from search.run import read_results
 from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
-from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
+from supernet.errors import ArgumentParser, UserError, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write
 from supernet.model import Subnet
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="supernet checkpoint (default: the one the results name, else the shipped one)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset for batch-norm recalibration and accuracy")
-    parser.add_argument("--calibration-size", type=int, default=None,
+    parser.add_argument("--calibration-size", type=int_range(0), default=None,
                         help=f"training images to recalibrate batch norm on (default: the search's, else "
                              f"{DEFAULT_CALIBRATION}; 0: keep the supernet's statistics)")
     parser.add_argument("--device", default=None,
@@ -331,8 +331,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.format != "torchscript":
         require_onnx()
-    if args.calibration_size is not None:
-        check_flags(args, non_negative=("calibration_size",))
     if args.subnet and (args.checkpoint or args.calibration_size is not None):
         raise UserError("--checkpoint and --calibration-size do not apply to --subnet: its weights are final and "
                         "exported as they are")

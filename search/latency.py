@@ -45,7 +45,7 @@ from tqdm import tqdm
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import MAX_MS, MIN_MS, RUNTIMES, Timer, TimingSettings, plausible_ms, prepare
-from supernet.errors import ArgumentParser, UserError, run_cli
+from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, random_seed, run_cli
 from supernet.io import read_json, verify_checksum, with_checksum, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
@@ -60,6 +60,10 @@ DEFAULT_CALIBRATION_SUBNETS = 20
 # A table times serving batches: 1024 images of 224 pixels are 600 MB of input alone. A larger batch size in
 # a table or a flag is a corrupt file or a typo, and would be allocated before anything else could refuse it.
 MAX_BATCH_SIZE = 1024
+BATCH_SIZE = int_range(1, MAX_BATCH_SIZE)
+"""The ``--batch-size`` flag of every command that times: the batch a table may hold."""
+THREADS = int_range(0, os.cpu_count() or 1)
+"""Torch threads while timing: 0 (torch's own choice) to this machine's CPU count."""
 # The correction maps the sum of unit medians to end-to-end latency. On the device of the table it is near 1
 # (fused or overlapping layers, call overhead); fitted to subnets deployed elsewhere it is that device's speed
 # relative to this one. Beyond three orders of magnitude either way, the table's units do not describe what
@@ -720,9 +724,9 @@ def _setting_flags(parser: argparse.ArgumentParser, *, table_decides: bool = Fal
     also = ", or the table's" if table_decides else ""
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
     parser.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
-    parser.add_argument("--batch-size", type=int, default=None if table_decides else DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=None if table_decides else DEFAULT_BATCH_SIZE,
                         help=f"images per timed call (default {DEFAULT_BATCH_SIZE}{also})")
-    parser.add_argument("--threads", type=int, default=None if table_decides else DEFAULT_THREADS,
+    parser.add_argument("--threads", type=THREADS, default=None if table_decides else DEFAULT_THREADS,
                         help=f"torch threads while timing (default {DEFAULT_THREADS}{also}; 0: torch's own)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None if table_decides else "eager",
                         help=f"eager PyTorch or TorchScript (default eager{also})")
@@ -742,11 +746,11 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="measure a table on a device")
     _setting_flags(build)
-    build.add_argument("--warmup", type=int, default=TimingSettings.warmup)
-    build.add_argument("--repeats", type=int, default=TimingSettings.repeats)
+    build.add_argument("--warmup", type=int_range(0), default=TimingSettings.warmup)
+    build.add_argument("--repeats", type=int_range(1), default=TimingSettings.repeats)
     build.add_argument("--reference-probe", action=argparse.BooleanOptionalAction, default=True,
                        help="pair every timed call with a reference probe (default: on; see search.timing)")
-    build.add_argument("--calibration-subnets", type=int, default=DEFAULT_CALIBRATION_SUBNETS,
+    build.add_argument("--calibration-subnets", type=int_range(0, DRAWN_MAX), default=DEFAULT_CALIBRATION_SUBNETS,
                        help="random subnets timed end to end to fit the correction")
     build.add_argument("--out", default=None, help="table file (default: the cache folder)")
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
@@ -756,8 +760,9 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
     check.add_argument("--allow-foreign-table", action="store_true",
                        help="accept a table measured on another device, with a warning")
-    check.add_argument("--subnets", type=int, default=100, help="random subnets to time (default 100)")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--subnets", type=int_range(2, DRAWN_MAX), default=100,
+                       help="random subnets to time (default 100)")
+    check.add_argument("--seed", type=random_seed, default=0)
     check.add_argument("--out", default="runs/latency-validation", help="folder for validation.json/.png")
     fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies")
     fix.add_argument("table")

@@ -41,13 +41,14 @@ from search.run import read_results
 from supernet.checkpoint import PRETRAINED, SUBNET_FORMAT, load_checkpoint, load_supernet, save_subnet_checkpoint
 from supernet.data import DEFAULT_DATA, Splits, load_splits
 from supernet.divergence import StepGuard
-from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
+from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, int_range, non_negative_float,
+                             run_cli)
 from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.model import Subnet, init_weights
 from supernet.sampler import flops_params_table, score_python
 from supernet.space import Space
-from supernet.train import TrainConfig, epoch_batches, make_optimizer, set_lr
+from supernet.train import TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr, training_images
 
 MODES = ("finetune", "head", "last-stages", "scratch")
 
@@ -86,11 +87,7 @@ class RetrainConfig:
     def validate(self) -> "RetrainConfig":
         if self.mode not in MODES:
             raise UserError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        check_flags(self, positive=("epochs", "batch_size", "stages", "checkpoint_every", "nonfinite_limit"),
-                    non_negative=("lr", "momentum", "weight_decay", "label_smoothing", "subset", "calibration_size",
-                                  "stop_after"))
-        if self.warmup_steps < -1:
-            raise UserError(f"--warmup-steps must be -1 (5% of the steps) or more, got {self.warmup_steps}")
+        check_ranges(self, RETRAIN_RANGES)
         parse_device(self.device)
         return self
 
@@ -101,6 +98,12 @@ class RetrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
                            warmup_steps=warmup, flip=self.flip, seed=self.seed)
+
+
+RETRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's type= and validate()'s check
+    **{name: TRAIN_RANGES[name] for name in ("epochs", "batch_size", "momentum", "weight_decay", "label_smoothing",
+                                             "seed", "subset", "checkpoint_every", "stop_after", "nonfinite_limit")},
+    "lr": non_negative_float, "warmup_steps": int_range(-1), "stages": int_range(), "calibration_size": int_range(0)}
 
 
 def trainable_parts(model: Subnet, mode: str, stages: int) -> list[nn.Module]:
@@ -172,7 +175,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
         if field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            kind = str if field.type == "str | None" else type(default)
+            kind = str if field.type == "str | None" else RETRAIN_RANGES.get(field.name, type(default))
             parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper())
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     args = parser.parse_args(argv)
@@ -203,7 +206,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
         raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000))
-    train_set = splits.train.subset(torch.arange(min(config.subset, len(splits.train)))) if config.subset else splits.train
+    train_set = training_images(splits, config.subset)
     if state is None:
         model, val_before = starting_model(config, supernet, splits)
     else:
@@ -219,7 +222,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     schedule = config.schedule(total)
     optimizer = make_optimizer(nn.ModuleList(parts), schedule)
     step, history = 0, []
-    guard = StepGuard(model, config.nonfinite_limit, str(last))
+    guard = StepGuard(model, config.nonfinite_limit, str(last), saved=state["progress"]["step"] if state else None)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["progress"]["step"], state["progress"]["history"]
@@ -228,6 +231,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     model = model.to(memory_format=memory_format)
 
     def checkpoint(path: Path, **extra: Any) -> None:
+        guard.check_state(step, state_dict=model.state_dict(), optimizer=extra.get("optimizer"))
         progress = {"step": step, "total_steps": total, "val_top1_before": val_before, "history": history,
                     "nonfinite": guard.state_dict()}
         save_subnet_checkpoint(path, model, space.config, retrain_config=dataclasses.asdict(config), command=command,

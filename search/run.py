@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator
-from search.latency import DEFAULT_BATCH_SIZE, DEFAULT_THREADS, LatencyTable, parse_device, table_for
+from search.latency import (BATCH_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_THREADS, THREADS, LatencyTable, parse_device,
+                            table_for)
 from search.plot import plot_search
 from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
@@ -37,7 +38,7 @@ from search.timing import RUNTIMES, plausible_ms
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.distributed import Group
-from supernet.errors import UserError, check_flags
+from supernet.errors import UserError, int_range, positive_float, random_seed
 from supernet.io import read_json, write_json
 from supernet.sampler import flops_params_table, score_python
 
@@ -67,8 +68,9 @@ def parse_scenarios(text: str) -> list[Scenario]:
             latency = float(budget)
         except ValueError:
             latency = -1.0
-        if not device or not latency > 0:
-            raise UserError(f"scenario {item!r} is not DEVICE:BUDGET_MS (e.g. cpu:10 or cuda:0:5)")
+        if not device or not positive_float.contains(latency):
+            raise UserError(f"scenario {item!r} is not DEVICE:BUDGET_MS with a budget of {positive_float.describe()} "
+                            "(e.g. cpu:10 or cuda:0:5)")
         scenarios.append(Scenario(str(parse_device(device)), latency))
     if len({s.name for s in scenarios}) != len(scenarios):
         raise UserError(f"--scenarios {text!r} names a scenario twice")
@@ -103,46 +105,36 @@ class SearchConfig:
 def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     """Flags every supernet search CLI shares."""
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--latency-ms", type=float, help="latency budget in milliseconds on --device")
+    budget.add_argument("--latency-ms", type=positive_float, help="latency budget in milliseconds on --device")
     budget.add_argument("--scenarios", help="several DEVICE:BUDGET_MS, comma-separated (e.g. cpu:5,cpu:10,cpu:20)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N, for --latency-ms (default cpu)")
-    parser.add_argument("--evaluations", type=int, default=48, help="architectures evaluated per scenario")
-    parser.add_argument("--max-flops", type=float, default=None, help="upper bound on multiply-adds")
-    parser.add_argument("--max-params", type=float, default=None, help="upper bound on parameters")
+    parser.add_argument("--evaluations", type=int_range(), default=48, help="architectures evaluated per scenario")
+    parser.add_argument("--max-flops", type=positive_float, default=None, help="upper bound on multiply-adds")
+    parser.add_argument("--max-params", type=positive_float, default=None, help="upper bound on parameters")
     parser.add_argument("--checkpoint", default=str(PRETRAINED), help="supernet checkpoint (default: shipped)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder (default: Debian's Fashion-MNIST)")
     parser.add_argument("--table", default=None, help="latency table file (one device only; default: cached)")
     parser.add_argument("--allow-foreign-table", action="store_true",
                         help="accept a table measured on another device, with a warning")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=None,
                         help=f"latency batch size (default: the --table's, else {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=THREADS, default=None,
                         help=f"torch threads while timing (default: the --table's, else {DEFAULT_THREADS}; 0: torch's own)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
                         help="latency runtime (default: the --table's, else eager)")
-    parser.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION,
+    parser.add_argument("--calibration-size", type=int_range(), default=DEFAULT_CALIBRATION,
                         help="training images used to recalibrate batch norm")
-    parser.add_argument("--verify", type=int, default=5, help="best candidates per scenario timed end to end")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verify", type=int_range(), default=5, help="best candidates per scenario timed end to end")
+    parser.add_argument("--seed", type=random_seed, default=0)
     parser.add_argument("--out", default=out, help="output folder (rerun to resume)")
 
 
 def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -> SearchConfig:
     """Checked :class:`SearchConfig` from parsed common flags and the algorithm's own options."""
-    if args.latency_ms is not None:
-        if not args.latency_ms > 0:
-            raise UserError(f"--latency-ms must be a positive number of milliseconds, got {args.latency_ms}")
+    if args.latency_ms is not None:  # the numbers were checked by their flags' types
         scenarios = [Scenario(str(parse_device(args.device)), args.latency_ms)]
     else:
         scenarios = parse_scenarios(args.scenarios)
-    check_flags(args, positive=("evaluations", "calibration_size", "verify"))
-    if args.batch_size is not None:
-        check_flags(args, positive=("batch_size",))
-    if args.threads is not None:
-        check_flags(args, non_negative=("threads",))
-    for name in ("max_flops", "max_params"):
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.table and len({s.device for s in scenarios}) > 1:
         raise UserError("--table names one table, but the scenarios use several devices: leave it out to use "
                         "each device's cached table")

@@ -3,13 +3,17 @@
 CLIs catch :class:`UserError` and print its message on one line with exit status 2, so a wrong flag, a
 malformed architecture or a foreign checkpoint never ends in a traceback; :class:`Diverged` likewise, with exit
 status 3. Anything else is a bug. :class:`ArgumentParser` gives argparse's own errors (unknown flag, bad value)
-the same one-line form.
+the same one-line form, and :class:`Number` (:func:`int_range`, :func:`float_range` and the named ranges below) is
+the ``type=`` of every numeric flag, so a NaN, an infinity, a negative count or an out-of-range seed is refused at
+parse time, before any data is read or model built.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from typing import Callable, NoReturn, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NoReturn
 
 from tqdm import tqdm
 
@@ -43,14 +47,91 @@ class Diverged(Exception):
     """
 
 
-def check_flags(values: object, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
-    """Refuse the first of the named flags (attributes of an argparse namespace or a config) that is out of range."""
-    for name in positive:
-        if getattr(values, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(values, name)}")
-    for name in non_negative:
-        if getattr(values, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(values, name)}")
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32: a float flag ends up in float32 arithmetic (weights, latencies), so beyond it
+(1e308, say) it would be an infinity there."""
+COUNT_MAX = 2**31 - 1
+"""The largest count any flag may ask for (what a C ``int`` holds), so that no count overflows an argument of
+torch or OpenMP with a traceback; flags with a natural bound have a tighter one."""
+DRAWN_MAX = 100_000
+"""The most architectures a flag may have drawn at once (calibration or validation subnets, a BO pool): they
+are held in a list, and 2**31 of them would exhaust memory long before an error message."""
+SEED_LIMIT = 2**32
+"""Seeds lie in ``[0, 2**32)``: what numpy, ``random`` and ``torch.manual_seed`` all accept, with room for the
+derived seeds (``seed * 1000 + epoch`` and ``* 1_000_003 + batch`` for the data order) to stay below torch's
+``2**64``."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """The type and range of a numeric flag: an argparse ``type=`` that parses and checks a value in one step.
+
+    ``low`` and ``high`` are inclusive unless ``above`` / ``below`` make them strict. A value out of range, NaN
+    or infinite is refused with argparse's one-line ``argument --FLAG: ...`` error. :func:`check_ranges` applies
+    the same ranges to values that came another way (a config built in code, or read back to resume), so each
+    flag states its range once.
+    """
+
+    kind: type
+    low: float
+    high: float
+    above: bool = False
+    below: bool = False
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text)
+        except (ValueError, OverflowError):  # also int() of more than 4300 digits
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text[:40]!r}") from None
+        if not self.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text[:40]!r}")
+        return value
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a number of this kind (an int for a count) inside the range."""
+        if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
+            return False
+        if not math.isfinite(value):
+            return False
+        return ((value > self.low) if self.above else (value >= self.low)) and \
+            ((value < self.high) if self.below else (value <= self.high))
+
+    def describe(self) -> str:
+        """The range in words: ``an integer from 1 to 2147483647``, ``a number above 0 and at most 3.4e+38``."""
+        what = "an integer" if self.kind is int else "a number"
+        low, high = (f"{v}" if self.kind is int else f"{v:.3g}" for v in (self.low, self.high))
+        if not (self.above or self.below):
+            return f"{what} from {low} to {high}"
+        return f"{what} {'above' if self.above else 'at least'} {low} and {'below' if self.below else 'at most'} {high}"
+
+
+def int_range(low: int = 1, high: int = COUNT_MAX) -> Number:
+    """An integer flag from ``low`` to ``high`` (a count of steps, images, subnets...)."""
+    return Number(int, low, high)
+
+
+def float_range(low: float = -FLOAT32_MAX, high: float = FLOAT32_MAX, *, above: bool = False,
+                below: bool = False) -> Number:
+    """A finite float flag from ``low`` to ``high`` (strictly ``above`` / ``below`` when asked)."""
+    return Number(float, low, high, above, below)
+
+
+positive_float = float_range(0.0, above=True)
+"""A learning rate, a latency budget, a bound on FLOPs: finite and above 0."""
+non_negative_float = float_range(0.0)
+"""A weight decay, an exploration margin: finite and at least 0."""
+unit_interval = float_range(0.0, 1.0)
+"""A probability, a label smoothing: from 0 to 1."""
+random_seed = int_range(0, SEED_LIMIT - 1)
+"""A random seed, from 0 to 2**32 - 1."""
+
+
+def check_ranges(values: object, ranges: Mapping[str, Number]) -> None:
+    """Refuse the first attribute of ``values`` (a config) outside its flag's range in ``ranges``, in one line."""
+    for name, number in ranges.items():
+        value = getattr(values, name)
+        if not number.contains(value):
+            raise UserError(f"--{name.replace('_', '-')} must be {number.describe()}, got {value!r}")
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> NoReturn:

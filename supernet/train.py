@@ -34,7 +34,8 @@ from supernet.checkpoint import load_checkpoint, save_checkpoint
 from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
 from supernet.distributed import DEVICES, Group, join
 from supernet.divergence import StepGuard
-from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
+from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, float_range, int_range,
+                             non_negative_float, positive_float, random_seed, run_cli, unit_interval)
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
@@ -67,12 +68,17 @@ class TrainConfig:
     nonfinite_limit: int = 5  # stop after this many steps in a row with a non-finite loss (each is skipped)
 
     def validate(self) -> "TrainConfig":
-        check_flags(self, positive=("epochs", "batch_size", "checkpoint_every", "val_size", "calib_size",
-                                        "nonfinite_limit"),
-                    non_negative=("lr", "weight_decay", "label_smoothing", "momentum", "warmup_steps",
-                                  "random_subnets", "subset", "stop_after"))
+        check_ranges(self, TRAIN_RANGES)
         get_space(self.space)
         return self
+
+
+TRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's type= and validate()'s check
+    "epochs": int_range(), "batch_size": int_range(), "lr": positive_float,
+    "momentum": float_range(0.0, 1.0, below=True), "weight_decay": non_negative_float,
+    "label_smoothing": unit_interval, "warmup_steps": int_range(0), "random_subnets": int_range(0),
+    "seed": random_seed, "val_size": int_range(), "calib_size": int_range(), "subset": int_range(0),
+    "checkpoint_every": int_range(), "stop_after": int_range(0), "nonfinite_limit": int_range()}
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
@@ -84,7 +90,8 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
         if field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            parser.add_argument(flag, type=type(default), default=default, metavar=field.name.upper())
+            parser.add_argument(flag, type=TRAIN_RANGES.get(field.name, type(default)), default=default,
+                                metavar=field.name.upper())
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="train on the CPU or a GPU (under torchrun: the GPU numbered LOCAL_RANK)")
@@ -141,6 +148,17 @@ def sandwich_step(model: Supernet, x: torch.Tensor, y: torch.Tensor, config: Tra
     return loss.item()
 
 
+def training_images(splits: Splits, subset: int) -> ImageSet:
+    """The images a run learns from: the first ``subset`` of the training split (0: all of them).
+
+    A subset larger than the split is refused rather than clipped: the run would not be the one asked for.
+    """
+    if subset > len(splits.train):
+        raise UserError(f"--subset {subset} is more than the {len(splits.train)} training images (those the "
+                        "validation split leaves); lower it, or leave it out to train on all")
+    return splits.train.subset(torch.arange(subset)) if subset else splits.train
+
+
 def final_metrics(model: Supernet, splits: Splits, config: TrainConfig) -> dict[str, Any]:
     """Validation and test accuracy of the largest and smallest subnets (recalibrated batch norm)."""
     calibration = splits.train.subset(torch.arange(min(config.calib_size, len(splits.train))))
@@ -173,14 +191,15 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     space = get_space(config.space)
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=config.val_size, seed=config.seed)
-    train_set = splits.train.subset(torch.arange(config.subset)) if config.subset else splits.train
+    train_set = training_images(splits, config.subset)
     group.check_batch_size(config.batch_size, len(train_set))
     torch.manual_seed(config.seed)
     model = Supernet(space.config).to(group.device)
     optimizer = make_optimizer(model, config)
     step = 0
     losses: list[float | None] = []  # the global batch's loss (largest subnet) at each step; None: skipped
-    guard = StepGuard(model, config.nonfinite_limit, str(last), verbose=group.is_main)
+    guard = StepGuard(model, config.nonfinite_limit, str(last), verbose=group.is_main,
+                      saved=state["progress"]["step"] if state is not None else None)
     if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
@@ -199,6 +218,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
                                          "world_size": group.world_size, "device": group.device.type})
 
     def checkpoint(path: Path, **extra: Any) -> None:
+        guard.check_state(step, state_dict=model.state_dict(), optimizer=extra.get("optimizer"))  # on every rank
         if group.is_main:
             save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command,
                             progress={"step": step, "total_steps": total, "world_size": group.world_size,

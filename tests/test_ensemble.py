@@ -208,5 +208,6 @@ def test_cli_refuses_a_budget_below_the_front_and_a_device_the_search_did_not_pr
     elsewhere.write_text(json.dumps(results))
     other = refused(str(elsewhere), "--latency-ms", "50")
     assert "has no latency_ms@cpu predictions (it has latency_ms@cuda:0)" in other
-    assert "--max-members must be positive" in refused(str(search_results), "--latency-ms", "50", "--max-members", "0")
+    members = refused(str(search_results), "--latency-ms", "50", "--max-members", "0")
+    assert "argument --max-members: must be an integer from 1" in members
     assert not (tmp_path / "ensemble.json").exists()

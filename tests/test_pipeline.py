@@ -85,14 +85,14 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
 
 
 @pytest.mark.parametrize("args, message", [
-    (["search.evolve", "--latency-ms", "-1"], "--latency-ms must be a positive"),
+    (["search.evolve", "--latency-ms", "-1"], "argument --latency-ms: must be a number above 0"),
     (["search.bo", "--scenarios", "cpu:fast", "--checkpoint", "CKPT"], "scenario 'cpu:fast' is not DEVICE:BUDGET_MS"),
     (["search.evolve", "--scenarios", "tpu:5", "--checkpoint", "CKPT"], "unknown device 'tpu'"),
-    (["search.evolve", "--latency-ms", "10", "--max-flops", "0"], "--max-flops must be positive"),
+    (["search.evolve", "--latency-ms", "10", "--max-flops", "0"], "argument --max-flops: must be a number above 0"),
     (["search.export", "--results", "RESULTS", "--scenario", "cpu:1"], "has no scenario 'cpu:1'"),
     (["search.evolve", "--latency-ms", "10", "--checkpoint", "/nonexistent.pt"], "checkpoint /nonexistent.pt does not exist"),
     (["search.export", "--arch", "k3e3|bad", "--checkpoint", "CKPT"], "architecture string"),
-    (["supernet.train", "--epochs", "0"], "--epochs must be positive"),
+    (["supernet.train", "--epochs", "0"], "argument --epochs: must be an integer from 1"),
     (["search.evolve", "--latency-ms", "10", "--checkpoint", "CORRUPT"], "corrupt, truncated or not a supernet"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args: list, message: str) -> None:

@@ -109,7 +109,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path, ti
 @pytest.mark.parametrize("extra, message", [
     (["--arch", ARCH, "--mode", "last-stages", "--stages", "9"], "--stages 9 exceeds the space's 4 stages"),
     (["--arch", "k3e3|bad"], "architecture string"),
-    (["--arch", ARCH, "--epochs", "0"], "--epochs must be positive"),
+    (["--arch", ARCH, "--epochs", "0"], "argument --epochs: must be an integer from 1"),
     (["--resume"], "does not exist; train one with `python -m search.retrain`"),
     (["--subnet-typo"], "unrecognized arguments"),
 ])

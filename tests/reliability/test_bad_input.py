@@ -127,17 +127,17 @@ CASES = [
     (["supernet.train", "--data", "FLIPPED_DATA", *TRAIN_ARGS], "is unreadable or corrupt"),
     (["supernet.train", "--data", "BAD_LABELS_DATA", *TRAIN_ARGS], "label 200"),
     # nonsense flags
-    (["search.bo", "--latency-ms", "-5"], "--latency-ms must be a positive number"),
-    (["search.evolve", "--latency-ms", "10", "--evaluations", "0"], "--evaluations must be positive, got 0"),
+    (["search.bo", "--latency-ms", "-5"], "argument --latency-ms: must be a number above 0"),
+    (["search.evolve", "--latency-ms", "10", "--evaluations", "0"], "--evaluations: must be an integer from 1 to"),
     (["search.evolve", "--latency-ms", "10", "--device", "tpu"], "unknown device 'tpu'"),
     (["supernet.train", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
     (["search.evolve", "--latency-ms", "10", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-    (["search.bo", "--latency-ms", "10", "--evaluations", "abc"], "argument --evaluations: invalid int value: 'abc'"),
+    (["search.bo", "--latency-ms", "10", "--evaluations", "abc"], "argument --evaluations: expected an integer"),
     (["search.evolve", "--evaluations", "5"], "one of the arguments --latency-ms --scenarios is required"),
     (["search.ensemble", "MISSING_RESULTS"], "the following arguments are required: --latency-ms"),
     (["search.evolve", "--scenarios", "cpu:10,cpu:10"], "names a scenario twice"),
     (["search.retrain", "--epochs", "3"], "one of --arch or --results is required"),
-    (["search.latency", "build", "--repeats", "x"], "search.latency build: argument --repeats: invalid int value"),
+    (["search.latency", "build", "--repeats", "x"], "search.latency build: argument --repeats: expected an integer"),
     (["search.report", "MISSING_RESULTS"], "no-such-results.json does not exist"),
 ]
 

@@ -53,11 +53,50 @@ def test_non_finite_gradients_with_a_finite_loss_are_caught() -> None:
 
 def test_the_limit_raises_diverged_naming_the_checkpoint() -> None:
     model = tiny_model()
-    guard = StepGuard(model, limit=2, checkpoint="OUT/last.pt", verbose=False)
+    guard = StepGuard(model, limit=2, checkpoint="OUT/last.pt", verbose=False, saved=4)
     bad = torch.full((8, 4), float("inf"))
     assert not step(model, guard, bad, 4)
-    with pytest.raises(Diverged, match=r"2 steps in a row .*\(steps 5-6\); OUT/last.pt holds the last good state"):
+    with pytest.raises(Diverged, match=r"2 steps in a row .*\(steps 5-6\); OUT/last.pt holds the last good state "
+                                       r"\(step 4\)"):
         step(model, guard, bad, 5)
+
+
+def test_with_no_checkpoint_saved_the_message_claims_no_good_state() -> None:
+    guard = StepGuard(tiny_model(), limit=1, checkpoint="OUT/last.pt", verbose=False)
+    with pytest.raises(Diverged, match=r"no good state was saved \(OUT/last.pt was not written") as err:
+        step(guard.model, guard, torch.full((8, 4), float("nan")), 0)
+    assert "holds the last good state" not in str(err.value)
+
+
+def test_a_non_finite_state_is_never_saved_nor_called_good() -> None:
+    """A finite loss can still leave non-finite weights or momentum: check_state refuses them, and the last
+    good state stays the one saved before."""
+    model = tiny_model()
+    guard = StepGuard(model, limit=3, checkpoint="OUT/last.pt", verbose=False)
+    guard.check_state(2, state_dict=model.state_dict(), optimizer={"state": {0: {"momentum_buffer": torch.ones(3)}}})
+    assert guard.saved == 2
+    with torch.no_grad():
+        model[2].weight[0, 1] = float("inf")
+    with pytest.raises(Diverged, match=r"after step 3 1 tensors .* non-finite \(first state_dict\['2.weight'\]\) "
+                                       r".*not saved, OUT/last.pt holds the last good state \(step 2\)"):
+        guard.check_state(3, state_dict=model.state_dict())
+    with pytest.raises(Diverged, match=r"first optimizer\['state'\]\[0\]\['momentum_buffer'\]"):
+        guard.check_state(3, optimizer={"state": {0: {"momentum_buffer": torch.tensor([float("nan")])}}})
+    assert guard.saved == 2
+
+
+def test_training_whose_weights_overflow_on_a_finite_loss_writes_no_checkpoint(tmp_path: Path,
+                                                                             fake_data: Path) -> None:
+    """lr and weight decay 1e38 (finite, allowed) turn the weights infinite in the first update, whose loss was
+    finite. Before, last.pt was written with them and the later Diverged message called it the last good state."""
+    torch.set_num_threads(1)
+    config = TrainConfig(data=str(fake_data), out=str(tmp_path), epochs=1, batch_size=64, val_size=64,
+                         calib_size=32, warmup_steps=0, random_subnets=0, lr=1e38, weight_decay=1e38,
+                         checkpoint_every=1)
+    with pytest.raises(Diverged, match=r"after step 1 \d+ tensors of the model or optimizer are non-finite .*no good "
+                                       r"state was saved") as err:
+        train(config, command=["pytest"])
+    assert "\n" not in str(err.value) and not (tmp_path / "last.pt").exists()
 
 
 def test_one_bad_step_in_training_is_skipped_and_training_finishes(tmp_path: Path, fake_data: Path,
