@@ -84,12 +84,13 @@ class Journal:
         if self.path and self.path.exists():
             data = read_json(self.path, "search journal")
             if not isinstance(data, dict) or data.get("format") != self.FORMAT or not isinstance(data.get("entries"), dict):
-                raise UserError(f"{self.path} is not a search journal of this tool; remove it or use another --out")
+                raise UserError(f"{self.path} is not a search journal of this tool; pass --overwrite to replace it "
+                                "or use another --out")
             if data.get("identity") != _plain(self.identity):
                 differ = sorted(k for k in set(data.get("identity") or {}) | set(self.identity)
                                 if (data.get("identity") or {}).get(k) != _plain(self.identity).get(k))
                 raise UserError(f"{self.path} belongs to a different search ({', '.join(differ) or 'identity'} "
-                                "differs); use another --out, or delete it to start over")
+                                "differs); use another --out, or pass --overwrite to start over")
             self.entries = data["entries"]
             self.measurements = data.get("measurements") or {}
 

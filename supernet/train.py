@@ -6,8 +6,10 @@ gradients add up into one optimizer step. The learning rate follows a cosine sch
 
 ``OUT/last.pt`` (resumable, with optimizer state) is written atomically every ``--checkpoint-every`` steps
 and at each epoch's end; ``--resume`` continues from it and ends with the same weights as an uninterrupted
-run. At the end the largest and smallest subnets are scored on the validation and test splits and
-``OUT/final.pt`` (weights only, with the config, the command line and these figures) is written.
+run. An ``--out`` that already holds a run is refused unless ``--resume`` or ``--overwrite`` (start over), and
+so is one another process is writing (see :mod:`supernet.outdir`). At the end the largest and smallest subnets
+are scored on the validation and test splits and ``OUT/final.pt`` (weights only, with the config, the command
+line and these figures) is written.
 
 ``torchrun --nproc-per-node N -m supernet.train ...`` trains data-parallel (see :mod:`supernet.distributed`):
 ``--batch-size`` stays the global batch, so a run's steps and data order, and its checkpoints, do not depend
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import random
 import sys
@@ -38,6 +41,7 @@ from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
+from supernet.outdir import claim_folder
 from supernet.space import get_space
 
 
@@ -75,7 +79,10 @@ class TrainConfig:
         return self
 
 
-def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
+RUN_FILES = ("last.pt", "final.pt", "metrics.json")  # what makes OUT a training run; --overwrite removes them
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, bool, str]:
     defaults = TrainConfig()
     parser = ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
     for field in dataclasses.fields(TrainConfig):
@@ -86,11 +93,13 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
         else:
             parser.add_argument(flag, type=type(default), default=default, metavar=field.name.upper())
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"start over in an --out that holds a run (removes its {', '.join(RUN_FILES)})")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="train on the CPU or a GPU (under torchrun: the GPU numbered LOCAL_RANK)")
     args = vars(parser.parse_args(argv))
-    resume, device = args.pop("resume"), args.pop("device")
-    return TrainConfig(**args), resume, device
+    resume, overwrite, device = args.pop("resume"), args.pop("overwrite"), args.pop("device")
+    return TrainConfig(**args), resume, overwrite, device
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -248,8 +257,10 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, resume, device = parse_args(argv)
-    with join(device) as group:
+    config, resume, overwrite, device = parse_args(argv)
+    claim = functools.partial(claim_folder, config.out, what="a training run", run_files=RUN_FILES, resume=resume,
+                              overwrite=overwrite, resumable=True)
+    with join(device) as group, group.on_main(claim):  # rank 0 alone writes OUT, so it alone claims it
         train(config, resume, command=["python", "-m", "supernet.train", *(sys.argv[1:] if argv is None else argv)],
               group=group)
 
