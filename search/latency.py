@@ -50,9 +50,9 @@ from search.plot import scatter_png
 from search.timing import RUNTIMES, Timer, TimingSettings, prepare
 from supernet.errors import ArgumentParser, UserError, run_cli
 from supernet.io import read_json, write_json
-from supernet.outdir import check_regular, claim_file, claim_folder
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
+from supernet.outdir import check_regular, claim_file, claim_folder
 from supernet.sampler import MetricTable, flops_params_table, score_python
 from supernet.space import Space, SpaceConfig, get_space
 

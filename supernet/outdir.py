@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from supernet.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): outputs are checked but not locked
+    fcntl = None  # type: ignore[assignment]
 
 FOLDER_LOCK = ".lock"
 
@@ -60,10 +64,11 @@ def claim_folder(path: str | os.PathLike, *, what: str, run_files: Sequence[str]
     """Hold output folder ``path`` for the ``with`` block: checked, locked, and emptied of ``run_files`` on
     ``overwrite``.
 
-    ``run_files`` are the names the command writes in the folder: any of them there means the folder holds a
+    ``run_files`` are the names the command writes in the folder: any of them there means the folder holds
     ``what`` (e.g. "a training run"), refused unless ``resume`` or ``overwrite``. ``resumable`` says whether the
-    command has a ``--resume`` for the refusal to suggest. A folder the claim created and that is still empty
-    at the end (the command failed on bad input) is removed again.
+    command has a ``--resume`` for the refusal to suggest. The lock is taken first, so a second process is told
+    who is writing rather than what was written so far. A folder the claim created and that is still empty at
+    the end (the command failed on bad input) is removed again.
     """
     path = Path(path)
     if resume and overwrite:
@@ -71,26 +76,17 @@ def claim_folder(path: str | os.PathLike, *, what: str, run_files: Sequence[str]
     check_regular(path, "an output folder")
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file, not a folder; name a folder (it holds several files)")
-    for name in run_files:
-        check_regular(path / name, "an output file")
-    found = [name for name in run_files if (path / name).exists()]
-    if found and not (resume or overwrite):
-        also = "pass --resume to continue it, --overwrite to start over," if resumable else "pass --overwrite to replace it"
-        raise UserError(f"--out {path} already holds {what} ({', '.join(found)}); {also} or use another --out")
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create folder {path}: {err.strerror}") from None
-    try:
-        with _locked(lock_path(path, folder=True), path):
-            if overwrite:
-                _remove(path, found)
-            yield path
-    finally:
-        if created:
-            with contextlib.suppress(OSError):
-                path.rmdir()  # only if still empty: nothing was written
+    with _folder(path), _locked(lock_path(path, folder=True), path):
+        for name in run_files:
+            check_regular(path / name, "an output file")
+        found = [name for name in run_files if (path / name).exists()]
+        if found and not (resume or overwrite):
+            also = "pass --resume to continue it, --overwrite to start over," if resumable else \
+                "pass --overwrite to replace it"
+            raise UserError(f"--out {path} already holds {what} ({', '.join(found)}); {also} or use another --out")
+        if overwrite:
+            _remove(path, found)
+        yield path
 
 
 @contextlib.contextmanager
@@ -102,15 +98,27 @@ def claim_file(path: str | os.PathLike, *, what: str, overwrite: bool = False,
     check_regular(path, f"the {what} file")
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; name the {what} file to write")
-    if path.exists() and not (overwrite or may_replace):
-        raise UserError(f"{path} already exists; pass --overwrite to replace it with a new {what}, or name "
-                        "another --out")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create folder {path.parent}: {err.strerror}") from None
-    with _locked(lock_path(path, folder=False), path):
+    with _folder(path.parent), _locked(lock_path(path, folder=False), path):
+        if path.exists() and not (overwrite or may_replace):
+            raise UserError(f"{path} already exists; pass --overwrite to replace it with a new {what}, or name "
+                            "another --out")
         yield path
+
+
+@contextlib.contextmanager
+def _folder(path: Path) -> Iterator[None]:
+    """Make sure folder ``path`` exists for the ``with`` block; remove it after if it was made here and is empty."""
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create folder {path}: {err.strerror}") from None
+    try:
+        yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if still empty: nothing was written
 
 
 @contextlib.contextmanager
@@ -120,6 +128,9 @@ def _locked(lock: Path, output: Path) -> Iterator[None]:
     The file is unlinked before it is closed at the end. A process that opened it just before then may lock
     the unlinked file: so after locking, the file must still be the one at ``lock``, else the lock is retried.
     """
+    if fcntl is None:
+        yield
+        return
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)

@@ -168,10 +168,13 @@ def test_a_command_on_an_output_another_process_holds_is_refused(cli: str, tmp_p
     }
     claim = (lambda: claim_file(out, what="export")) if cli == "export" else \
         (lambda: claim_folder(out, what="test", run_files=()))
-    with claim():  # this test process is the first run, still running
+    written = {"train": out / "last.pt", "evolve": out / "journal.json", "export": out}[cli]
+    with claim():  # this test process is the first run, still running, and has written its first file
+        before = make_file(written)
         refused(run_module(*commands[cli], "--out", str(out), check=False),
                 f"{out} is in use by another process (PID {os.getpid()} holds")
-    assert not out.exists()
+    assert written.read_bytes() == before
+    assert not lock_path(out, folder=cli != "export").exists()
 
 
 def test_under_torchrun_only_rank_0_claims_and_every_rank_refuses(tmp_path: Path, fake_data: Path) -> None:
@@ -206,7 +209,7 @@ def test_a_killed_table_build_leaves_the_complete_table_and_resumes_beside_it(tm
     assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cpu.json", "killed.log"]
 
 
-def test_a_partial_build_of_other_settings_is_refused_unless_overwrite(tmp_path: Path, fast_table: Path) -> None:
+def test_a_partial_build_of_other_settings_is_refused(tmp_path: Path, fast_table: Path) -> None:
     target = tmp_path / "cpu.json"
     partial = partial_path(target)
     data = json.loads(fast_table.read_text())
