@@ -2,8 +2,8 @@
 
 Everything is written to a temporary file in the destination's folder, flushed to disk, then renamed over the
 destination. A failed write (full disk, no permission) removes the temporary file, leaves the previous file
-untouched and says so in a one-line :class:`UserError`. Only a regular file is ever replaced. A process killed mid-write leaves its temporary file
-behind; the next successful write of the same destination removes it.
+untouched and says so in a one-line :class:`UserError`. Only a regular file is ever replaced. A process killed
+mid-write leaves its temporary file behind; the next successful write of the same destination removes it.
 """
 from __future__ import annotations
 
