@@ -42,13 +42,15 @@ def main() -> None:
         name = f"{args.space}-{device.type}{device.index or ''}-b{batch}-{args.runtime}"
         path = Path(args.out) / f"{name}.json"
         start = time.perf_counter()
+        rebuilt = False
         try:
             table = load_table(path, device=device)
-        except UserError:
+        except UserError:  # missing, or not usable here: (re)built, and its old validation is stale
             table = build_table(space.config, device, batch_size=batch, settings=TimingSettings(runtime=args.runtime),
-                                out=path)
+                                out=path, overwrite=True)
+            rebuilt = True
         built = time.perf_counter() - start
-        result = validate(table, device, subnets=args.subnets, out=Path(args.out) / name)
+        result = validate(table, device, subnets=args.subnets, out=Path(args.out) / name, overwrite=rebuilt)
         print(f"\n{name}: table {built:.0f} s, validation {time.perf_counter() - start - built:.0f} s, "
               f"probe {table.probe_ms:.3f} ms, correction {table.scale:.4f} * sum + {table.offset_ms:.3f} ms")
         for label, figures in result["figures"].items():

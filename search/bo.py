@@ -11,13 +11,13 @@ import sys
 from typing import Any
 
 from search.problem import Problem, Record
-from search.run import SearchConfig, add_common_args, resolve, search
+from search.run import SearchConfig, add_common_args, claim_out, resolve, search
 from search.strategies import bayesian_optimisation
 from supernet.distributed import join
 from supernet.errors import DRAWN_MAX, ArgumentParser, int_range, non_negative_float, run_cli
 
 
-def parse_args(argv: list[str] | None) -> SearchConfig:
+def parse_args(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     parser = ArgumentParser(prog="python -m search.bo", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/bo")
     parser.add_argument("--initial", type=int_range(2), default=10, help="random evaluations before the model leads")
@@ -26,17 +26,18 @@ def parse_args(argv: list[str] | None) -> SearchConfig:
     parser.add_argument("--xi", type=non_negative_float, default=0.01,
                         help="exploration margin of expected improvement")
     args = parser.parse_args(argv)
-    return resolve(args, "bo", {"initial": args.initial, "pool": args.pool, "xi": args.xi})
+    return resolve(args, "bo", {"initial": args.initial, "pool": args.pool, "xi": args.xi}), args.overwrite
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_args(argv)
+    config, overwrite = parse_args(argv)
     o = config.options
 
     def run(problem: Problem, objective: str, seed: int) -> list[Record]:
         return bayesian_optimisation(problem, objective=objective, evaluations=config.evaluations,
                                      initial=o["initial"], pool=o["pool"], xi=o["xi"], seed=seed)
-    with join("cpu") as group:  # evaluations run on the CPU; under torchrun the processes share the initial ones
+    # evaluations run on the CPU; under torchrun the processes share the initial ones, rank 0 alone claims OUT
+    with join("cpu") as group, group.on_main(lambda: claim_out(config, overwrite)):
         return search(config, run, ["python", "-m", "search.bo", *(sys.argv[1:] if argv is None else argv)], group)
 
 

@@ -10,7 +10,8 @@ predictions; it is also measured end to end, as one module, with the latency tab
 
 Writes ``OUT/ensemble.json`` (members, the ensemble and its best single member at the same budget, the gain
 in test top-1, the resolved config) and, with ``--export``, ``OUT/ensemble.pt`` (TorchScript, written by
-:func:`search.export.export`; load it with ``torch.jit.load``).
+:func:`search.export.export`; load it with ``torch.jit.load``). An ``--out`` that already holds an ensemble is
+refused unless ``--overwrite``, and so is one another process is writing (see :mod:`supernet.outdir`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, int_range, positive_float, run_cli
 from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
+from supernet.outdir import claim_folder
 from supernet.space import Space, SpaceConfig
 
 # Scoring one combination costs about 1 ms on 5,000 validation images on one busy core; beyond this many
@@ -171,6 +173,9 @@ class EnsembleConfig:
     export: bool = False
 
 
+RUN_FILES = ("ensemble.json", "ensemble.pt")  # what makes OUT an ensemble's folder; --overwrite removes them
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m search.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("results", help="results.json of a search (python -m search.evolve or search.bo)")
@@ -188,6 +193,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="accept a table measured on another device, with a warning")
     parser.add_argument("--out", default="runs/ensemble", help="output folder")
     parser.add_argument("--export", action="store_true", help="also write OUT/ensemble.pt (TorchScript)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace the ensemble an --out already holds (removes its {', '.join(RUN_FILES)})")
     return parser.parse_args(argv)
 
 
@@ -234,6 +241,12 @@ def front_of(results: dict[str, Any], metric: str, space: Space, path: str) -> d
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    with claim_folder(args.out, what="an ensemble", run_files=RUN_FILES, overwrite=args.overwrite):
+        return run(args, argv)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """Pick, score, time and write the ensemble the parsed flags ``args`` ask for; return its report."""
     results = read_results(args.results)
     config = resolve(args, results)
     device, metric, budget = parse_device(config.device), f"latency_ms@{config.device}", config.latency_ms

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from search.problem import Problem, Record
-from search.run import SearchConfig, add_common_args, resolve, search
+from search.run import SearchConfig, add_common_args, claim_out, resolve, search
 from search.strategies import nsga2, random_search, regularized_evolution
 from supernet.distributed import join
 from supernet.errors import ArgumentParser, int_range, run_cli, unit_interval
@@ -22,7 +22,7 @@ from supernet.errors import ArgumentParser, int_range, run_cli, unit_interval
 ALGORITHMS = ("evolution", "nsga2", "random")
 
 
-def parse_args(argv: list[str] | None) -> SearchConfig:
+def parse_args(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     parser = ArgumentParser(prog="python -m search.evolve", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/evolve")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="evolution")
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> SearchConfig:
     parser.add_argument("--crossover-prob", type=unit_interval, default=0.5)
     args = parser.parse_args(argv)
     options = {k: getattr(args, k) for k in ("population", "children", "tournament", "mutation_prob", "crossover_prob")}
-    return resolve(args, args.algorithm, options)
+    return resolve(args, args.algorithm, options), args.overwrite
 
 
 def algorithm_for(config: SearchConfig):
@@ -55,8 +55,9 @@ def algorithm_for(config: SearchConfig):
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_args(argv)
-    with join("cpu") as group:  # evaluations run on the CPU; under torchrun the processes share them
+    config, overwrite = parse_args(argv)
+    # evaluations run on the CPU; under torchrun the processes share them, and rank 0 alone claims OUT
+    with join("cpu") as group, group.on_main(lambda: claim_out(config, overwrite)):
         return search(config, algorithm_for(config),
                       ["python", "-m", "search.evolve", *(sys.argv[1:] if argv is None else argv)], group)
 

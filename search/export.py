@@ -23,6 +23,8 @@ recalibrated as the search scored it), an ``--arch`` of a supernet checkpoint (t
 checkpoint (retrained: its weights are final, nothing is recalibrated). Its latency is the one that comes
 with the results or the subnet checkpoint; otherwise, or with ``--device``/``--table``, it is measured now
 with the device's latency table, timed as the table's entries were (runtime, batch size, reference probe).
+An existing output file is refused unless ``--overwrite``, and so is one another process is writing (see
+:mod:`supernet.outdir`).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ from supernet.errors import ArgumentParser, UserError, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write
 from supernet.model import Subnet
+from supernet.outdir import claim_file
 from supernet.space import Space, SpaceConfig
 
 INPUT, OUTPUT = "images", "logits"
@@ -328,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None,
                         help="file to write (default runs/export/subnet.pt or .onnx); with --format both, its "
                              "stem gets .pt and .onnx")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     if args.format != "torchscript":
         require_onnx()
@@ -337,7 +341,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.scenario and not args.results:
         raise UserError("--scenario applies to --results only")
     paths = output_paths(args.out, args.format)
+    with contextlib.ExitStack() as claims:
+        for path in paths.values():
+            claims.enter_context(claim_file(path, what="export", overwrite=args.overwrite))
+        write_exports(args, paths)
 
+
+def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
+    """Export the subnet the parsed flags ``args`` choose to ``paths`` (format -> file), with its metadata."""
     chosen = from_subnet_checkpoint(args.subnet) if args.subnet else from_supernet(args)
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency
     if "val_top1" not in known:

@@ -18,7 +18,9 @@ serving small batches. On this project's machine the ``mbv3`` space spans about 
 - ``calibrate TABLE MEASUREMENTS`` refits the correction with latencies measured elsewhere (deployed subnets).
 
 Tables live in the cache folder (``$ONESHOT_CACHE`` or ``~/.cache/oneshot-nas``) unless a path is given; an
-interrupted build or validation keeps what it measured and resumes.
+interrupted build or validation keeps what it measured and resumes. A build keeps its partial state beside the
+table (``cpu.partial.json`` for ``cpu.json``) and writes the table itself once, complete; an existing table or
+another build's partial state is refused unless ``--overwrite``, as is an output another process is writing.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, ran
 from supernet.io import read_json, verify_checksum, with_checksum, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
+from supernet.outdir import check_regular, claim_file, claim_folder
 from supernet.sampler import MetricTable, flops_params_table, score_python
 from supernet.space import Space, SpaceConfig, get_space
 
@@ -409,29 +412,51 @@ def refit(data: dict[str, Any]) -> None:
                           "source": "calibrate" if used is given else "build" if not given else "build+calibrate"}
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where a build of the table ``path`` keeps its partial state (``cpu.json`` -> ``cpu.partial.json``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 settings: TimingSettings = TimingSettings(), calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS,
-                out: str | os.PathLike | None = None, progress: bool = True) -> LatencyTable:
+                out: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False) -> LatencyTable:
     """Measure every unit of ``config`` on ``device``, then the calibration subnets; write atomically.
 
-    The partial table is rewritten as it grows, so an interrupted build resumes where it stopped.
+    The partial table is rewritten as it grows beside the target (:func:`partial_path`), so an interrupted
+    build resumes where it stopped, and the target is written once, complete. An existing target, or a
+    partial build this one cannot resume (other settings), is refused unless ``overwrite``; either is kept
+    until the new table is complete.
     """
     check_batch_size(batch_size)
     if calibration_subnets < 0:
         raise UserError("--calibration-subnets must not be negative")
     fp = fingerprint(device, batch_size, settings)
     path = Path(out) if out else default_table_path(config, fp, settings)
+    with claim_file(path, what="latency table", overwrite=overwrite):
+        return _build(config, device, path, batch_size=batch_size, fp=fp, settings=settings,
+                      calibration_subnets=calibration_subnets, progress=progress, overwrite=overwrite)
+
+
+def _build(config: SpaceConfig, device: torch.device, path: Path, *, batch_size: int, fp: dict[str, Any],
+           settings: TimingSettings, calibration_subnets: int, progress: bool, overwrite: bool) -> LatencyTable:
+    """:func:`build_table` once ``path`` is claimed."""
+    partial = partial_path(path)
+    check_regular(partial, "a partial latency table")
     recipe = {**dataclasses.asdict(settings), "calibration_subnets": calibration_subnets}
     space = Space(config)
     data: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "space": config.to_dict(), "fingerprint": fp, "settings": recipe,
         "probe": None, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "entries": {}, "calibration": [], "correction": None, "complete": False}
-    old = _resumable(path, data)
+    old = _resumable(partial, data)
     if old:
         data.update(probe=old["probe"], created=old["created"], entries=old["entries"], calibration=old["calibration"])
-        print(f"resuming {path}: {len(data['entries'])} units and {len(data['calibration'])} calibration subnets "
+        print(f"resuming {partial}: {len(data['entries'])} units and {len(data['calibration'])} calibration subnets "
               "already measured", file=sys.stderr)
+    elif partial.exists() and not overwrite:
+        raise UserError(f"{partial} is a partial build of {path} with other settings (or unreadable); rerun the "
+                        "build that started it to resume it, or pass --overwrite to start over")
     probe = make_probe(config, batch_size, device, settings.runtime) if settings.reference_probe else None
     timer = Timer(device, settings, probe, data["probe"]["ms"] if data["probe"] else None)
     if probe is not None and data["probe"] is None:
@@ -442,8 +467,8 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
             tqdm(todo, desc=f"latency table ({device})", unit="unit", disable=not progress), 1):
         data["entries"][key] = timer(prepare(build(), (batch_size, *shape), device, settings.runtime))
         if number % 10 == 0:
-            write_json(path, data)
-    write_json(path, data)
+            write_json(partial, data)
+    write_json(partial, data)
     table = LatencyTable(data)
     done = {p["arch"] for p in data["calibration"]}
     archs = [a for a in sample_archs(space, calibration_subnets, "calibration") if space.to_string(a) not in done]
@@ -451,12 +476,14 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
         timing = table.measure(Subnet(config, arch), device, timer)
         data["calibration"].append({"arch": space.to_string(arch), "measured_ms": timing["median_ms"],
                                     "raw_median_ms": timing["raw_median_ms"], "source": "build"})
-        write_json(path, data)
+        write_json(partial, data)
     _rescale_to_typical_speed(data, timer)
     refit(data)
     data["complete"] = True
+    checked = _check(data, path)
     write_json(path, data)
-    return LatencyTable(_check(data, path), path)
+    partial.unlink(missing_ok=True)
+    return LatencyTable(checked, path)
 
 
 def _rescale_to_typical_speed(data: dict[str, Any], timer: Timer) -> None:
@@ -531,7 +558,7 @@ def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int | No
                         f"`python -m search.latency build --device {device} --batch-size {batch_size}` "
                         "(and the same --threads/--runtime)")
     print(f"no latency table for this device yet: measuring one ({cached})", file=sys.stderr)
-    return build_table(config, device, batch_size=batch_size, settings=settings, out=cached)
+    return build_table(config, device, batch_size=batch_size, settings=settings, out=cached, overwrite=True)
 
 
 def check_setting(table: LatencyTable, *, batch_size: int | None = None, threads: int | None = None,
@@ -561,13 +588,15 @@ def _measurement_id(table: LatencyTable) -> str:
 
 
 def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, seed: int = 0,
-             out: str | os.PathLike = "runs/latency-validation", progress: bool = True) -> dict[str, Any]:
+             out: str | os.PathLike = "runs/latency-validation", progress: bool = True,
+             overwrite: bool = False) -> dict[str, Any]:
     """Time ``subnets`` random subnets end to end as the table was timed; compare with its predictions.
 
     Writes ``OUT/validation.json`` (every subnet, the figures per predictor) and ``OUT/validation.png``.
-    Measurements are kept as they are made, and reused by a later run with the same table and seed; the file
-    carries a checksum (:func:`supernet.io.with_checksum`), so one edited by hand is refused, here and by
-    :func:`read_measurements`, rather than reused or calibrated on.
+    Measurements are kept as they are made, and reused by a later run with the same table and seed; a
+    ``validation.json`` of another table or seed is refused unless ``overwrite``. The file carries a checksum
+    (:func:`supernet.io.with_checksum`), so one edited by hand is refused, here and by
+    :func:`read_measurements`, rather than reused or calibrated on (``overwrite`` replaces it).
     """
     if subnets < 2:
         raise UserError(f"--subnets must be at least 2 (rank correlation needs pairs), got {subnets}")
@@ -575,10 +604,20 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
     space, config = table.space, table.space.config
     key = {"table": _measurement_id(table), "seed": seed}
     previous: dict[str, dict[str, Any]] = {}
+    same = False
     if (out / "validation.json").exists():
-        old, rows = read_validation(out / "validation.json")
-        if old.get("key") == key:
+        try:
+            old, rows = read_validation(out / "validation.json")
+            same = old.get("key") == key
+        except UserError:
+            if not overwrite:
+                raise
+            rows = []
+        if same:
             previous = {row["arch"]: row for row in rows}
+        elif not overwrite:
+            raise UserError(f"{out / 'validation.json'} holds a validation of another table or --seed; pass "
+                            "--overwrite to replace it, or use another --out")
     archs = sample_archs(space, subnets, f"validate-{seed}")
     timer = table.timer(device)
     flops_table = flops_params_table(config)
@@ -753,6 +792,9 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--calibration-subnets", type=int_range(0, DRAWN_MAX), default=DEFAULT_CALIBRATION_SUBNETS,
                        help="random subnets timed end to end to fit the correction")
     build.add_argument("--out", default=None, help="table file (default: the cache folder)")
+    build.add_argument("--overwrite", action="store_true",
+                       help="rebuild an existing table (kept until the new one is complete), or start over a "
+                            "partial build of other settings")
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
     show.add_argument("table")
     check = commands.add_parser("validate", help="time random subnets end to end and compare with the table")
@@ -764,15 +806,19 @@ def main(argv: list[str] | None = None) -> None:
                        help="random subnets to time (default 100)")
     check.add_argument("--seed", type=random_seed, default=0)
     check.add_argument("--out", default="runs/latency-validation", help="folder for validation.json/.png")
+    check.add_argument("--overwrite", action="store_true",
+                       help="replace a validation of another table or seed in --out")
     fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies")
     fix.add_argument("table")
     fix.add_argument("measurements", help="JSON list of {\"arch\", \"latency_ms\"}, or a validation.json")
     fix.add_argument("--out", default=None, help="write the calibrated table here (default: in place)")
+    fix.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
 
     if args.command == "build":
         table = build_table(get_space(args.space).config, parse_device(args.device), batch_size=args.batch_size,
-                            settings=_settings(args), calibration_subnets=args.calibration_subnets, out=args.out)
+                            settings=_settings(args), calibration_subnets=args.calibration_subnets, out=args.out,
+                            overwrite=args.overwrite)
         print(f"wrote {table.path}")
         describe(table)
     elif args.command == "show":
@@ -781,12 +827,18 @@ def main(argv: list[str] | None = None) -> None:
         device = parse_device(args.device)
         table = table_for(get_space(args.space).config, device, batch_size=args.batch_size, threads=args.threads,
                           runtime=args.runtime, path=args.table, allow_foreign=args.allow_foreign_table, build=False)
-        result = validate(table, device, subnets=args.subnets, seed=args.seed, out=args.out)
+        with claim_folder(args.out, what="a latency validation", run_files=("validation.json", "validation.png"),
+                          resume=not args.overwrite, overwrite=args.overwrite):  # validate() checks what it resumes
+            result = validate(table, device, subnets=args.subnets, seed=args.seed, out=args.out,
+                              overwrite=args.overwrite)
         report(result)
         print(f"wrote {Path(args.out) / 'validation.json'} and {Path(args.out) / 'validation.png'}")
     else:
         table = load_table(args.table)
-        change = calibrate(table, read_measurements(args.measurements, table.space), args.out)
+        out = Path(args.out or args.table)
+        in_place = out.exists() and os.path.samefile(out, args.table)
+        with claim_file(out, what="latency table", overwrite=args.overwrite, may_replace=in_place):
+            change = calibrate(table, read_measurements(args.measurements, table.space), out)
         old, new = change["correction_before"], change["correction_after"]
         print(f"correction: {old['scale']:.4f} * sum + {old['offset_ms']:.3f} ms ({old.get('points', 0)} points) -> "
               f"{new['scale']:.4f} * sum + {new['offset_ms']:.3f} ms ({new['points']} points)")

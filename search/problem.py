@@ -123,14 +123,14 @@ class Journal:
                 differ = sorted(k for k in set(data["identity"]) | set(self.identity)
                                 if data["identity"].get(k) != _plain(self.identity).get(k))
                 raise UserError(f"{self.path} belongs to a different search ({', '.join(differ) or 'identity'} "
-                                "differs); use another --out, or delete it to start over")
+                                "differs); use another --out, or pass --overwrite to start over")
             self.entries = data["entries"]
             self.measurements = data["measurements"]
 
     @classmethod
     def _read(cls, path: Path) -> dict[str, Any]:
         """The journal at ``path``, checked: format tag, checksum, then the shape of every record."""
-        remedy = "delete it to start the search over, or use another --out"
+        remedy = "pass --overwrite to start the search over, or use another --out"
         data = read_json(path, "search journal")
         if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
             raise UserError(f"{path} is not a search journal of this tool; {remedy}")

@@ -5,6 +5,9 @@ scenario, every verified candidate's predicted against measured latency (table a
 results of ``search.retrain`` and ``search.ensemble`` runs. Those are found in the results' folder and its
 subfolders (``*/retrain.json``, ``*/ensemble.json``) or named with ``--retrain`` / ``--ensemble``. Pictures
 are written beside the report and linked relatively, so the folder can be moved or published as it is.
+
+The report's first line, an HTML comment Markdown does not show, names the results it was made from: a report
+of the same results is rewritten, any other existing ``--out`` file is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from search.plot import plot_search, scatter_png
 from search.run import read_results
 from supernet.errors import ArgumentParser, run_cli
 from supernet.io import atomic_write, read_json
+from supernet.outdir import check_regular, claim_file
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -138,11 +142,25 @@ def ensemble_section(runs: list[tuple[Path, dict[str, Any]]], base: Path) -> lis
                        "best member measured", "gain", "details"], rows)]
 
 
+def signature(results_path: Path) -> str:
+    """The first line of a report of ``results_path``: says which results it was made from."""
+    return f"<!-- python -m search.report {results_path.resolve()} -->"
+
+
+def is_report_of(out: Path, results_path: Path) -> bool:
+    """Whether ``out`` is a report this command wrote of ``results_path`` (it may be rewritten)."""
+    try:
+        with open(out, encoding="utf-8", errors="replace") as handle:
+            return handle.readline().rstrip("\n") == signature(results_path)
+    except OSError:
+        return False
+
+
 def write_report(results_path: Path, out: Path, retrain: Sequence[str] = (), ensemble: Sequence[str] = ()) -> Path:
     """Write the report of ``results_path`` to ``out`` (Markdown) with its pictures beside it."""
     results = read_results(results_path)
     folder = out.parent
-    lines = [f"# Search report: {', '.join(results['winners'])}", ""]
+    lines = [signature(results_path), f"# Search report: {', '.join(results['winners'])}", ""]
     lines += search_section(results, folder, folder)
     lines += retrain_section(find_runs(results_path.parent, "retrain.json", retrain), folder)
     lines += ensemble_section(find_runs(results_path.parent, "ensemble.json", ensemble), folder)
@@ -157,10 +175,14 @@ def main(argv: list[str] | None = None) -> None:
                         "(repeatable; those in the results' subfolders are found anyway)")
     parser.add_argument("--ensemble", action="append", default=[], help="a search.ensemble folder or ensemble.json")
     parser.add_argument("--out", default=None, help="Markdown file to write (default: report.md beside the results)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file that is not a report of these results")
     args = parser.parse_args(argv)
     results = Path(args.results)
     out = Path(args.out) if args.out else results.parent / "report.md"
-    path = write_report(results, out, args.retrain, args.ensemble)
+    check_regular(out, "the report file")  # before reading its first line: a FIFO would block
+    with claim_file(out, what="report", overwrite=args.overwrite, may_replace=is_report_of(out, results)):
+        path = write_report(results, out, args.retrain, args.ensemble)
     print(f"wrote {path}")
 
 

@@ -11,7 +11,8 @@ Training is plain cross-entropy with label smoothing, SGD with Nesterov momentum
 learning rate, flips and channels-last, on the training images outside the search's validation split (the
 same split ``search.evolve`` scored on). ``OUT/last.pt`` (with the optimizer state) is written atomically
 every ``--checkpoint-every`` steps and at each epoch's end; ``--resume`` continues from it and ends with the
-same weights as an uninterrupted run.
+same weights as an uninterrupted run. An ``--out`` that already holds a run is refused unless ``--resume`` or
+``--overwrite`` (start over), and so is one another process is writing (see :mod:`supernet.outdir`).
 
 At the end: validation top-1 (before and after), top-1, macro precision / recall / F1 and the confusion
 matrix on the test split, FLOPs and params, and latency predicted by the device's table and measured end to
@@ -46,11 +47,13 @@ from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, in
 from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.model import Subnet, init_weights
+from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
 from supernet.space import Space
 from supernet.train import TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr, training_images
 
 MODES = ("finetune", "head", "last-stages", "scratch")
+RUN_FILES = ("last.pt", "model.pt", "retrain.json", "confusion.png")  # what makes OUT a retraining run
 
 
 @dataclass
@@ -178,6 +181,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
             kind = str if field.type == "str | None" else RETRAIN_RANGES.get(field.name, type(default))
             parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper())
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"start over in an --out that holds a run (removes its {', '.join(RUN_FILES)})")
     args = parser.parse_args(argv)
     if not args.resume and not (args.arch or args.results):
         parser.error("one of --arch or --results is required (or --resume)")
@@ -301,7 +306,9 @@ def main(argv: list[str] | None = None) -> None:
     args, resume = parse_args(argv)
     common = {f.name for f in dataclasses.fields(RetrainConfig)} - {"arch"}
     config = RetrainConfig(arch=args.arch or "", **{k: v for k, v in vars(args).items() if k in common})
-    retrain(config, resume, command=["python", "-m", "search.retrain", *(sys.argv[1:] if argv is None else argv)])
+    with claim_folder(config.out, what="a retraining run", run_files=RUN_FILES, resume=resume, overwrite=args.overwrite,
+                      resumable=True):
+        retrain(config, resume, command=["python", "-m", "search.retrain", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

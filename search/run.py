@@ -9,7 +9,9 @@ best candidates of each scenario are then timed end to end as the table was, and
 accurate whose *measured* latency meets the budget (a result says plainly when none does).
 
 ``OUT/journal.json`` is rewritten after every evaluation: rerun the same command to resume an interrupted
-search; it finishes with the same result as an uninterrupted run. Results: ``OUT/results.json`` (every
+search; it finishes with the same result as an uninterrupted run. An ``--out`` holding another search (its
+journal differs, or results without a journal) is refused unless ``--overwrite`` (start over), and so is one
+another process is writing (see :mod:`supernet.outdir`). Results: ``OUT/results.json`` (every
 evaluated architecture, the Pareto front of accuracy against latency, the winner of each scenario, the
 resolved config) and ``OUT/search.png``.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +43,7 @@ from supernet.data import DEFAULT_DATA, load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
 from supernet.io import read_json, write_json
+from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
 
 
@@ -102,6 +106,9 @@ class SearchConfig:
     options: dict[str, Any] = field(default_factory=dict)  # the algorithm's own settings
 
 
+RUN_FILES = ("journal.json", "results.json", "search.png")  # what makes OUT a search; --overwrite removes them
+
+
 def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     """Flags every supernet search CLI shares."""
     budget = parser.add_mutually_exclusive_group(required=True)
@@ -127,6 +134,16 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--verify", type=int_range(), default=5, help="best candidates per scenario timed end to end")
     parser.add_argument("--seed", type=random_seed, default=0)
     parser.add_argument("--out", default=out, help="output folder (rerun to resume)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"start over in an --out that holds a search (removes its {', '.join(RUN_FILES)})")
+
+
+def claim_out(config: SearchConfig, overwrite: bool) -> AbstractContextManager[Path]:
+    """Claim ``config.out`` for a search (:func:`supernet.outdir.claim_folder`): its journal, if any, is resumed
+    when it is the same search's (else :class:`Journal` refuses it); results without a journal are refused."""
+    out = Path(config.out)
+    resume = not overwrite and (out / "journal.json").exists()
+    return claim_folder(out, what="a search", run_files=RUN_FILES, resume=resume, overwrite=overwrite)
 
 
 def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -> SearchConfig:

@@ -36,7 +36,7 @@ every node.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -146,6 +146,17 @@ class Group:
         if not ok:
             raise UserError(value)
         return value
+
+    @contextmanager
+    def on_main(self, enter: Callable[[], AbstractContextManager[Any]]) -> Iterator[None]:
+        """Hold the context ``enter()`` on rank 0 only, for the ``with`` block; its refusal stops every rank.
+
+        For claiming the output (:mod:`supernet.outdir`): rank 0 alone writes it, so rank 0 alone locks it,
+        and a refusal there is the same one-line :class:`UserError` on every rank.
+        """
+        with ExitStack() as stack:
+            self.from_main(lambda: stack.enter_context(enter()) and None)
+            yield
 
 
 def torchrun_ranks() -> tuple[int, int, int]:

@@ -2,8 +2,8 @@
 
 Everything is written to a temporary file in the destination's folder, flushed to disk, then renamed over the
 destination. A failed write (full disk, no permission) removes the temporary file, leaves the previous file
-untouched and says so in a one-line :class:`UserError`. A process killed mid-write leaves its temporary file
-behind; the next successful write of the same destination removes it.
+untouched and says so in a one-line :class:`UserError`. Only a regular file is ever replaced. A process killed
+mid-write leaves its temporary file behind; the next successful write of the same destination removes it.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 from supernet.errors import UserError
+from supernet.outdir import check_regular
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -30,9 +31,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     behind it is a bug or a failed check (an export that disagrees with the eager model), and calling it a
     full disk would hide it. Either way the temporary file is removed and the previous file is untouched.
     Writers whose own I/O errors do not carry the ``OSError`` (torch's C++ file writer) should not write
-    the file themselves: see :func:`atomic_serialize`.
+    the file themselves: see :func:`atomic_serialize`. A ``path`` that is a FIFO, socket or device (say
+    ``/dev/null``) is refused before anything is written: the rename would replace it with a regular file.
     """
     path = Path(path)
+    check_regular(path, "a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -6,8 +6,10 @@ gradients add up into one optimizer step. The learning rate follows a cosine sch
 
 ``OUT/last.pt`` (resumable, with optimizer state) is written atomically every ``--checkpoint-every`` steps
 and at each epoch's end; ``--resume`` continues from it and ends with the same weights as an uninterrupted
-run. At the end the largest and smallest subnets are scored on the validation and test splits and
-``OUT/final.pt`` (weights only, with the config, the command line and these figures) is written.
+run. An ``--out`` that already holds a run is refused unless ``--resume`` or ``--overwrite`` (start over), and
+so is one another process is writing (see :mod:`supernet.outdir`). At the end the largest and smallest subnets
+are scored on the validation and test splits and ``OUT/final.pt`` (weights only, with the config, the command
+line and these figures) is written.
 
 ``torchrun --nproc-per-node N -m supernet.train ...`` trains data-parallel (see :mod:`supernet.distributed`):
 ``--batch-size`` stays the global batch, so a run's steps and data order, and its checkpoints, do not depend
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import random
 import sys
@@ -39,6 +42,7 @@ from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, fl
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
+from supernet.outdir import claim_folder
 from supernet.space import get_space
 
 
@@ -80,8 +84,10 @@ TRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's t
     "seed": random_seed, "val_size": int_range(), "calib_size": int_range(), "subset": int_range(0),
     "checkpoint_every": int_range(), "stop_after": int_range(0), "nonfinite_limit": int_range()}
 
+RUN_FILES = ("last.pt", "final.pt", "metrics.json")  # what makes OUT a training run; --overwrite removes them
 
-def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
+
+def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, bool, str]:
     defaults = TrainConfig()
     parser = ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
     for field in dataclasses.fields(TrainConfig):
@@ -93,11 +99,13 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
             parser.add_argument(flag, type=TRAIN_RANGES.get(field.name, type(default)), default=default,
                                 metavar=field.name.upper())
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"start over in an --out that holds a run (removes its {', '.join(RUN_FILES)})")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="train on the CPU or a GPU (under torchrun: the GPU numbered LOCAL_RANK)")
     args = vars(parser.parse_args(argv))
-    resume, device = args.pop("resume"), args.pop("device")
-    return TrainConfig(**args), resume, device
+    resume, overwrite, device = args.pop("resume"), args.pop("overwrite"), args.pop("device")
+    return TrainConfig(**args), resume, overwrite, device
 
 
 def lr_at(config: TrainConfig, step: int, total: int) -> float:
@@ -268,8 +276,10 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, resume, device = parse_args(argv)
-    with join(device) as group:
+    config, resume, overwrite, device = parse_args(argv)
+    claim = functools.partial(claim_folder, config.out, what="a training run", run_files=RUN_FILES, resume=resume,
+                              overwrite=overwrite, resumable=True)
+    with join(device) as group, group.on_main(claim):  # rank 0 alone writes OUT, so it alone claims it
         train(config, resume, command=["python", "-m", "supernet.train", *(sys.argv[1:] if argv is None else argv)],
               group=group)
 

@@ -10,8 +10,8 @@ import torch
 
 from search.accuracy import agreement, fit_affine, kendall_tau, spearman_rho
 from search.latency import (DEFAULT_BATCH_SIZE, LatencyTable, build_table, calibrate, default_table_path, refit,
-                            expected_keys, fingerprint, load_table, parse_device, read_measurements, table_for,
-                            validate)
+                            expected_keys, fingerprint, load_table, parse_device, partial_path, read_measurements,
+                            table_for, validate)
 from search.timing import Timer, TimingSettings, prepare
 from supernet.errors import UserError
 from supernet.model import Subnet, unit_keys
@@ -119,13 +119,15 @@ def test_build_resumes_units_and_calibration(tmp_path: Path, fast_table: Path) -
     keep = dict(list(data["entries"].items())[:100])
     for entry in keep.values():
         entry["median_ms"] = 123.0  # marks entries that must survive the resumed build
-    partial = tmp_path / "partial.json"
+    target = tmp_path / "table.json"
+    partial = partial_path(target)  # where a killed build of target left what it measured
     partial.write_text(json.dumps({**data, "entries": keep, "calibration": data["calibration"][:2],
                                    "correction": None, "complete": False}))
     with pytest.raises(UserError, match="incomplete"):
         load_table(partial)
-    table = build_table(get_space("mbv3").config, CPU, settings=FAST, calibration_subnets=3, out=partial,
+    table = build_table(get_space("mbv3").config, CPU, settings=FAST, calibration_subnets=3, out=target,
                         progress=False)
+    assert table.path == target and load_table(target).data["complete"] and not partial.exists()
     assert len(table.entries) == len(data["entries"])
     # Finished at the median probe speed of the resumed build: kept entries are rescaled, not remeasured.
     factor = table.probe_ms / data["probe"]["ms"]

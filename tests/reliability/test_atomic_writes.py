@@ -67,9 +67,7 @@ def test_training_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, t
     out.mkdir()
     previous = (tiny_run / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(previous)
-    result = run_on_full_disk(len(previous) // 2, "supernet.train", "--data", fake_data, "--out", out,
-                              "--epochs", "1", "--batch-size", "64", "--val-size", "64", "--calib-size", "32",
-                              "--warmup-steps", "1", "--checkpoint-every", "1", "--stop-after", "1")
+    result = run_on_full_disk(len(previous) // 2, "supernet.train", "--resume", "--out", out)
     assert_refused_cleanly(result, out / "last.pt", previous)
     assert json.loads((out / "config.json").read_text())["train_config"]["epochs"] == 1  # a small file still fits
 
@@ -82,7 +80,7 @@ def test_a_table_write_on_a_full_disk_keeps_the_previous_table(tmp_path: Path, f
     previous = fast_table.read_bytes()
     out.write_bytes(previous)
     result = run_on_full_disk(len(previous) // 2, "search.latency", "calibrate", fast_table, measurements,
-                              "--out", out)
+                              "--out", out, "--overwrite")
     assert_refused_cleanly(result, out, previous)
 
 
@@ -93,7 +91,7 @@ def test_an_export_on_a_full_disk_keeps_the_previous_export(tmp_path: Path, tiny
     out.write_bytes(PREVIOUS)
     result = run_on_full_disk(64 * 1024, "search.export", "--arch", space.to_string(space.smallest()),
                               "--checkpoint", tiny_run / "final.pt", "--data", fake_data, "--calibration-size", "0",
-                              "--table", fast_table, "--out", out)
+                              "--table", fast_table, "--out", out, "--overwrite")
     assert_refused_cleanly(result, out, PREVIOUS)
 
 

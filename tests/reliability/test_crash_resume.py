@@ -20,7 +20,7 @@ from typing import Callable
 import pytest
 import torch
 
-from search.latency import expected_keys, load_table
+from search.latency import expected_keys, load_table, partial_path
 from supernet.checkpoint import load_checkpoint, load_supernet
 from supernet.space import get_space
 from tests.conftest import ROOT, run_module
@@ -129,12 +129,13 @@ def test_table_build_killed_then_rerun_keeps_what_it_measured(tmp_path: Path, rn
             "--out", str(path)]
     log = tmp_path / "killed.log"
     units = len(expected_keys(get_space("mbv3").config))
-    kill_at(start(args, log), log, units, rng.randint(10, units - 30), rng, also=path.exists)
-    partial = json.loads(path.read_text())  # never half-written
+    kill_at(start(args, log), log, units, rng.randint(10, units - 30), rng, also=partial_path(path).exists)
+    assert not path.exists()  # the table itself is written once, complete
+    partial = json.loads(partial_path(path).read_text())  # never half-written
     assert not partial["complete"] and partial["entries"]
     rerun = run_module(*args)
     table = load_table(path)
-    assert f"resuming {path}: {len(partial['entries'])} units" in rerun.stderr
+    assert f"resuming {partial_path(path)}: {len(partial['entries'])} units" in rerun.stderr
     assert table.data["complete"] and f"{units}/{units} units measured" in rerun.stdout
     for key, entry in partial["entries"].items():  # measured once, kept (only rescaled to the build's speed)
         assert table.data["entries"][key]["raw_median_ms"] == entry["raw_median_ms"], key
