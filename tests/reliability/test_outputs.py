@@ -23,7 +23,7 @@ from search.latency import build_table, expected_keys, load_table, partial_path
 from search.timing import TimingSettings
 from supernet.checkpoint import load_checkpoint
 from supernet.errors import UserError
-from supernet.io import atomic_write
+from supernet.io import atomic_write, with_checksum
 from supernet.outdir import claim_file, claim_folder, lock_path
 from supernet.space import get_space
 from tests.conftest import ROOT, run_module
@@ -89,7 +89,8 @@ def test_every_folder_cli_refuses_an_out_holding_another_run(cli: str, tmp_path:
                      "holds a validation of another table or --seed"),
     }
     args, name, phrase = runs[cli]
-    before = make_file(out / name, json.dumps({"key": "another validation"}))
+    other = {"key": "another validation", "subnets": []}  # a validation of another table, as validate writes one
+    before = make_file(out / name, json.dumps(with_checksum(other) if cli == "validate" else other))
     refused(run_module(*args, "--out", str(out), check=False), str(out), phrase, "--overwrite")
     assert snapshot(out) == {name: before}
 

@@ -185,7 +185,7 @@ def test_a_journal_edited_by_hand_is_refused(tmp_path: Path) -> None:
     assert _reopen(path).entries == written["entries"]  # the tool's own journal reads back
     path.write_text(path.read_text().replace("0.625", "0.925"))  # one digit: the slower subnet now wins
     with pytest.raises(UserError, match=re.escape(f"search journal {path} was modified after it was written (its "
-                                                  "checksum does not match its contents); delete it")) as err:
+                                                  "checksum does not match its contents); pass --overwrite")) as err:
         _reopen(path)
     _one_line(err)
     old = {k: v for k, v in written.items() if k != "checksum"}  # as journals were written before checksums
