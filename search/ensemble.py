@@ -220,6 +220,8 @@ def front_of(results: dict[str, Any], metric: str, space: Space, path: str) -> d
         history = {space.to_string(r["arch"]): r for r in results["history"]}
     except (KeyError, TypeError):
         raise UserError(f"{path}: a history record has no architecture; the file is corrupt") from None
+    except UserError as err:
+        raise UserError(f"{path}: a history record is not an architecture of this supernet ({err})") from None
     front = results["pareto_front"]
     if not history or any(not isinstance(r.get("metrics"), dict) or metric not in r["metrics"]
                           for r in history.values()):

@@ -223,7 +223,11 @@ def winner_entry(results: Any, scenario: str | None, path: str) -> tuple[str, di
 
 def winner_of(results: Any, scenario: str | None, path: str, space: Space) -> dict[str, int]:
     """The winning architecture of ``scenario`` (default: the first) in a search's results."""
-    return space.validate(winner_entry(results, scenario, path)[1]["arch"])
+    name, winner = winner_entry(results, scenario, path)
+    try:
+        return space.validate(winner["arch"])
+    except UserError as err:
+        raise UserError(f"{path}: the winner of {name!r} is not an architecture of this supernet ({err})") from None
 
 
 def _results_latency(results: Mapping[str, Any], winner: Mapping[str, Any], path: str) -> dict[str, Any] | None:
@@ -295,7 +299,7 @@ def from_supernet(args: argparse.Namespace) -> Chosen:
     checkpoint = args.checkpoint or results.get("checkpoint", {}).get("path") or str(PRETRAINED)
     supernet, meta = load_supernet(checkpoint)
     space = supernet.space
-    arch = space.validate(winner["arch"]) if winner else space.parse(args.arch)
+    arch = winner_of(results, scenario, args.results, space) if winner else space.parse(args.arch)
     calibration_size = args.calibration_size
     if calibration_size is None:  # as the search scored it
         calibration_size = results.get("config", {}).get("calibration_size", DEFAULT_CALIBRATION)

