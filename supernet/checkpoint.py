@@ -20,6 +20,7 @@ import torch
 from supernet.errors import UserError
 from supernet.io import atomic_serialize
 from supernet.model import Subnet, Supernet
+from supernet.schema import check_document
 from supernet.space import Space, SpaceConfig
 
 FORMAT = "oneshot-nas/supernet"
@@ -67,6 +68,37 @@ def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, An
         if not isinstance(payload.get(key), dict):
             raise UserError(f"checkpoint {path} lacks its {key!r} entry; it is not usable")
     return payload
+
+
+def load_resumable(path: str | os.PathLike, kind: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """``OUT/last.pt`` of an interrupted run, checked to hold everything a resume reads (``schema``).
+
+    What ``--resume`` may find instead: nothing, a finished run's ``final.pt`` or a shipped checkpoint copied
+    there (weights but no optimizer state), a checkpoint of the other kind, or a file missing keys. Each is
+    one line naming the file, before anything is built.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--resume: {path} does not exist, so there is no interrupted run in {path.parent} to "
+                        "continue; start without --resume")
+    payload = load_checkpoint(path, kind)
+    if "optimizer" not in payload:
+        what = "a finished run's final checkpoint" if "metrics" in payload else "a checkpoint without optimizer state"
+        raise UserError(f"--resume: {path} is {what}, not the state of an interrupted run; start a new run "
+                        "without --resume (or fine-tune from it)")
+    check_document(payload, schema, f"--resume: {path} is not a resumable training state",
+                   "start a new run without --resume")
+    return payload
+
+
+def restore(target: Any, state: Any, path: str | os.PathLike, what: str) -> None:
+    """``target.load_state_dict(state)`` for a resumed run; a state that does not fit ``target`` is one line."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"--resume: the {what} in {path} does not fit this run ({first[:200]}); start a new run "
+                        "without --resume") from None
 
 
 def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Supernet, dict[str, Any]]:

@@ -15,6 +15,7 @@ Field names in messages read like Python: ``winners['cpu:10'].verified[0].measur
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -113,6 +114,15 @@ def check_document(value: Any, schema: Any, what: str, fix: str) -> None:
         check(value, schema)
     except SchemaError as err:
         raise UserError(f"{what}: {err}; {fix}") from None
+
+
+def config_schema(cls: type) -> dict[str, Any]:
+    """The schema of a config dataclass saved as a dict: each field, when present, of its annotated type.
+
+    Fields left out take their defaults (a file of an older version), so every key is :class:`Optional`.
+    """
+    leaves = {"int": INTEGER, "float": NUMBER, "bool": BOOLEAN, "str": TEXT, "str | None": Nullable(TEXT)}
+    return {f.name: Optional(leaves.get(str(f.type), ANYTHING)) for f in dataclasses.fields(cls)}
 
 
 def describe(value: Any) -> str:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from supernet.checkpoint import load_checkpoint, save_checkpoint
+from supernet.checkpoint import FORMAT, load_resumable, restore, save_checkpoint
 from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
 from supernet.distributed import DEVICES, Group, join
 from supernet.divergence import StepGuard
@@ -38,7 +38,8 @@ from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
-from supernet.space import get_space
+from supernet.schema import ANYTHING, COUNT, NUMBER, TEXT, Each, Nullable, Optional, config_schema
+from supernet.space import SpaceConfig, get_space
 
 
 @dataclass
@@ -73,6 +74,14 @@ class TrainConfig:
                                   "random_subnets", "subset", "stop_after"))
         get_space(self.space)
         return self
+
+
+# What train() reads from OUT/last.pt to resume (besides the space and state dict every checkpoint has).
+RESUMABLE = {"train_config": config_schema(TrainConfig),
+             "optimizer": {"state": Each(ANYTHING), "param_groups": [Each(ANYTHING)]},
+             "progress": {"step": COUNT, "losses": Optional([Nullable(NUMBER)]),
+                          "nonfinite": Optional({"in_a_row": Optional(COUNT), "skipped": Optional(COUNT)})},
+             "command": Optional(Nullable([TEXT]))}
 
 
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, str]:
@@ -161,7 +170,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     last = out / "last.pt"
     state: dict[str, Any] | None = None
     if resume:
-        state = group.from_main(lambda: load_checkpoint(last))
+        state = group.from_main(lambda: load_resumable(last, FORMAT, RESUMABLE))
         stop_after = config.stop_after
         try:
             config = dataclasses.replace(TrainConfig(**state["train_config"]), stop_after=stop_after)
@@ -171,6 +180,9 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
             print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
     config.validate()
     space = get_space(config.space)
+    if state is not None and SpaceConfig.from_dict(state["space"]) != space.config:
+        raise UserError(f"--resume: {last} holds a supernet whose space differs from the registered space "
+                        f"{config.space!r}; start a new run without --resume")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=config.val_size, seed=config.seed)
     train_set = splits.train.subset(torch.arange(config.subset)) if config.subset else splits.train
@@ -182,8 +194,8 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     losses: list[float | None] = []  # the global batch's loss (largest subnet) at each step; None: skipped
     guard = StepGuard(model, config.nonfinite_limit, str(last), verbose=group.is_main)
     if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore(model, state["state_dict"], last, "weights")
+        restore(optimizer, state["optimizer"], last, "optimizer state")
         step = state["progress"]["step"]
         losses = (list(state["progress"].get("losses", [])) + [None] * step)[:step]  # None: not recorded
         guard.load_state_dict(state["progress"].get("nonfinite", {}))

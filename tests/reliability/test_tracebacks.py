@@ -20,7 +20,7 @@ from search import ensemble as ensemble_cli
 from search import export as export_cli
 from search.report import write_report
 from search.run import read_results
-from supernet.checkpoint import load_supernet
+from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.errors import UserError
 from tests.conftest import run_module
 from tests.reliability.schema_variants import variants
@@ -107,3 +107,95 @@ def test_clis_refuse_a_wrong_shape_of_results_in_one_line(tmp_path: Path, search
     args = {"search.report": [str(path)], "search.export": ["--results", str(path), "--out", str(tmp_path / "x.pt")],
             "search.ensemble": [str(path), "--latency-ms", "1000", "--out", str(tmp_path / "e")]}[cli]
     one_line_error(run_module(cli, *args, check=False), str(path), field)
+
+
+# ---- --resume on a last.pt that is no interrupted run -------------------------------------------------
+def resume_variants(state: dict[str, Any], final: Path) -> dict[str, tuple[Any, str]]:
+    """What a user or a copy may leave as OUT/last.pt, and a word of the one-line refusal of each."""
+    import torch
+
+    def without(*path: str) -> dict[str, Any]:
+        edited = {**state, "progress": dict(state["progress"])}
+        (edited["progress"] if len(path) == 2 else edited).pop(path[-1])
+        return edited
+
+    return {
+        "final.pt": (torch.load(final, weights_only=True), "a finished run.s final checkpoint"),
+        "shipped": (torch.load(PRETRAINED, weights_only=True), "a finished run.s final checkpoint"),
+        "no optimizer": ({k: v for k, v in state.items() if k not in ("optimizer", "metrics")},
+                         "without optimizer state"),
+        "no progress": (without("progress"), "progress is missing"),
+        "no step": (without("progress", "step"), "progress.step is missing"),
+        "step text": ({**state, "progress": {**state["progress"], "step": "3"}}, "progress.step must be"),
+        "config text": ({**state, "TRAIN_CONFIG": None}, ""),  # replaced below per kind
+        "optimizer of another model": ({**state, "optimizer": {"state": {}, "param_groups": [{"params": [0]}]}},
+                                       "optimizer state in"),
+    }
+
+
+def write_last(folder: Path, payload: Any) -> None:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, folder / "last.pt")
+
+
+def test_supernet_resume_refuses_what_is_not_an_interrupted_training(tmp_path: Path, tiny_run: Path) -> None:
+    import torch
+
+    from supernet.train import TrainConfig, train
+
+    state = torch.load(tiny_run / "last.pt", weights_only=True)
+    cases = resume_variants(state, tiny_run / "final.pt")
+    cases["config text"] = ({**state, "train_config": {**state["train_config"], "epochs": "3"}},
+                            "train_config.epochs must be an integer")
+    cases["nothing"] = (None, "does not exist")
+    for name, (payload, message) in cases.items():
+        out = tmp_path / name
+        if payload is not None:
+            write_last(out, payload)
+        with pytest.raises(UserError, match=message) as caught:
+            train(TrainConfig(out=str(out)), resume=True)
+        assert str(out / "last.pt") in str(caught.value) and "--resume" in str(caught.value), name
+    one_line_error(run_module("supernet.train", "--resume", "--out", str(tmp_path / "final.pt"), check=False),
+                   str(tmp_path / "final.pt" / "last.pt"), "finished run")
+
+
+@pytest.fixture(scope="module")
+def retrain_last(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fake_data: Path) -> Path:
+    """OUT/last.pt of a retraining stopped after one step."""
+    from search.retrain import RetrainConfig, retrain
+    from supernet.space import get_space
+
+    out = tmp_path_factory.mktemp("retrain")
+    arch = get_space("mbv3").to_string(get_space("mbv3").smallest())
+    retrain(RetrainConfig(arch=arch, checkpoint=str(tiny_run / "final.pt"), data=str(fake_data), mode="head",
+                          epochs=1, batch_size=64, stop_after=1, out=str(out)), command=["pytest"])
+    return out / "last.pt"
+
+
+def test_retrain_resume_refuses_what_is_not_an_interrupted_retraining(tmp_path: Path, tiny_run: Path,
+                                                                      retrain_last: Path) -> None:
+    import torch
+
+    from search.retrain import RetrainConfig, retrain
+    from supernet.space import get_space
+
+    state = torch.load(retrain_last, weights_only=True)
+    cases = resume_variants(state, tiny_run / "final.pt")
+    cases["final.pt"] = (torch.load(tiny_run / "final.pt", weights_only=True), "not a subnet checkpoint")
+    cases["shipped"] = (torch.load(PRETRAINED, weights_only=True), "not a subnet checkpoint")
+    cases["config text"] = ({**state, "retrain_config": {**state["retrain_config"], "mode": 3}},
+                            "retrain_config.mode must be text")
+    largest = get_space("mbv3").to_string(get_space("mbv3").largest())
+    cases["another architecture"] = ({**state, "arch": largest}, "holds architecture")
+    cases["no history"] = ({**state, "progress": {**state["progress"], "history": [{"epoch": 1}]}},
+                           r"progress.history\[0\].step is missing")
+    for name, (payload, message) in cases.items():
+        out = tmp_path / name
+        write_last(out, payload)
+        with pytest.raises(UserError, match=message) as caught:
+            retrain(RetrainConfig(arch="", out=str(out)), resume=True)
+        assert str(out / "last.pt") in str(caught.value), name
+    one_line_error(run_module("search.retrain", "--resume", "--out", str(tmp_path / "shipped"), check=False),
+                   str(tmp_path / "shipped" / "last.pt"), "not a subnet checkpoint")
