@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f"fastest takes {fastest:.2f} ms on {config.device}): raise it")
     table = load_table(config.table, device=device, space=space.config, allow_foreign=config.allow_foreign_table)
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+                         val_size=meta.get("train_config", {}).get("val_size", 5000),
+                         num_classes=space.config.num_classes)
     calibration = splits.train.subset(torch.arange(min(config.calibration_size, len(splits.train))))
 
     subnets, val, test = {}, {}, {}

@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     chosen = from_subnet_checkpoint(args.subnet) if args.subnet else from_supernet(args)
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency
     if "val_top1" not in known:
-        splits = load_splits(args.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size)
+        splits = load_splits(args.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size,
+                             num_classes=config.num_classes)
         if chosen.calibration_size:
             count = min(chosen.calibration_size, len(splits.train))
             subnet = recalibrate_bn(subnet, splits.train.subset(torch.arange(count)))

@@ -229,7 +229,8 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     if config.mode == "last-stages" and config.stages > space.num_stages:
         raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+                         val_size=meta.get("train_config", {}).get("val_size", 5000),
+                         num_classes=space.config.num_classes)
     train_set = splits.train.subset(torch.arange(min(config.subset, len(splits.train)))) if config.subset else splits.train
     if state is None:
         model, val_before = starting_model(config, supernet, splits)

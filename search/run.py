@@ -214,7 +214,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     supernet, meta = load_supernet(config.checkpoint)
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+                         val_size=meta.get("train_config", {}).get("val_size", 5000),
+                         num_classes=space.config.num_classes)
     settings = TimingSettings(threads=config.threads, runtime=config.runtime)
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:

@@ -184,7 +184,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
         raise UserError(f"--resume: {last} holds a supernet whose space differs from the registered space "
                         f"{config.space!r}; start a new run without --resume")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=config.val_size, seed=config.seed)
+                         val_size=config.val_size, seed=config.seed, num_classes=space.config.num_classes)
     train_set = splits.train.subset(torch.arange(config.subset)) if config.subset else splits.train
     group.check_batch_size(config.batch_size, len(train_set))
     torch.manual_seed(config.seed)

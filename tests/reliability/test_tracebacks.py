@@ -199,3 +199,58 @@ def test_retrain_resume_refuses_what_is_not_an_interrupted_retraining(tmp_path: 
         assert str(out / "last.pt") in str(caught.value), name
     one_line_error(run_module("search.retrain", "--resume", "--out", str(tmp_path / "shipped"), check=False),
                    str(tmp_path / "shipped" / "last.pt"), "not a subnet checkpoint")
+
+
+# ---- ImageFolder data the model cannot take ---------------------------------------------------------
+def image_folder(root: Path, classes: int = 2, test_classes: int | None = None) -> Path:
+    """A tiny ImageFolder dataset: ``classes`` class folders in train/ (and ``test_classes`` in test/)."""
+    from PIL import Image
+
+    for split, count in (("train", classes), ("test", classes if test_classes is None else test_classes)):
+        for c in range(count):
+            folder = root / split / f"class{c:02d}"
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (8, 8), 20 * c + i).save(folder / f"{i}.png")
+    return root
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a greyscale PNG of ``width`` x ``height``: all a decoder reads before the pixels."""
+    import struct
+    import zlib
+
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    iend = b"IEND"
+    chunk = lambda body: struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(ihdr) + chunk(b"IDAT" + zlib.compress(b"\0" * 64)) + chunk(iend)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda root: image_folder(root, classes=11), "has 11 classes, but the model has 10 outputs"),
+    (lambda root: image_folder(root, classes=3, test_classes=2), "test lacks class folder 'class02'"),
+    (lambda root: image_folder(root, classes=2, test_classes=3), "test has class folder 'class02' that train/ lacks"),
+    (lambda root: (image_folder(root) / "train" / "class00" / "big.png").write_bytes(png_header(20000, 20000)),
+     "big.png is too large to decode safely"),  # 400 Mpixel: PIL's own bomb error
+    (lambda root: (image_folder(root) / "train" / "class00" / "big.png").write_bytes(png_header(10000, 10000)),
+     "big.png is too large to decode safely"),  # 100 Mpixel: PIL only warns
+    (lambda root: (image_folder(root) / "train" / "class00" / "big.png").write_bytes(png_header(8200, 8200)),
+     r"big.png is 8200x8200 pixels, more than this tool decodes"),
+    (lambda root: (image_folder(root) / "train" / "class00" / "cut.png").write_bytes(png_header(8, 8)[:30]),
+     "cut.png cannot be read"),
+    (lambda root: (image_folder(root) / "test" / "class01" / "x.png").mkdir(), "x.png cannot be read"),
+])
+def test_image_folders_the_model_cannot_take_are_one_line(tmp_path: Path, build: Any, message: str) -> None:
+    from supernet.data import load_splits
+
+    build(tmp_path / "data")
+    with pytest.raises(UserError, match=message) as caught:
+        load_splits(tmp_path / "data", val_size=1, num_classes=10)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_training_on_eleven_classes_is_refused_in_one_line(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data", classes=11)
+    result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--val-size", "2",
+                        "--out", str(tmp_path / "run"), check=False)
+    one_line_error(result, str(data), "11 classes")
