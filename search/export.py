@@ -47,7 +47,7 @@ from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
-from supernet.io import atomic_serialize, atomic_write
+from supernet.io import atomic_serialize, atomic_write, refuse_folder
 from supernet.model import Subnet
 from supernet.space import Space, SpaceConfig
 
@@ -261,11 +261,16 @@ DESCRIPTIONS = {"torchscript": "TorchScript, frozen; load with torch.jit.load", 
 
 
 def output_paths(out: str | None, fmt: str) -> dict[str, Path]:
-    """Where each format goes: ``--out`` as given for one format, its stem + ``.pt``/``.onnx`` for both."""
+    """Where each format goes: ``--out`` as given for one format, its stem + ``.pt``/``.onnx`` for both.
+
+    ``--out`` names a file; one that names a folder (``.``, ``/``, ``dir/``, an existing folder) is refused
+    rather than guessed at.
+    """
     suffixes = {"torchscript": ".pt", "onnx": ".onnx"}
+    given = refuse_folder(out, "--out", "subnet" + ("" if fmt == "both" else suffixes[fmt])) if out else None
     if fmt != "both":
-        return {fmt: Path(out) if out else Path("runs/export/subnet").with_suffix(suffixes[fmt])}
-    stem = Path(out) if out else Path("runs/export/subnet")
+        return {fmt: given or Path("runs/export/subnet").with_suffix(suffixes[fmt])}
+    stem = given or Path("runs/export/subnet")
     return {name: stem.with_suffix(suffix) for name, suffix in suffixes.items()}
 
 
@@ -333,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="file to write (default runs/export/subnet.pt or .onnx); with --format both, its "
                              "stem gets .pt and .onnx")
     args = parser.parse_args(argv)
+    paths = output_paths(args.out, args.format)
     if args.format != "torchscript":
         require_onnx()
     if args.calibration_size is not None:
@@ -342,7 +348,6 @@ def main(argv: list[str] | None = None) -> None:
                         "exported as they are")
     if args.scenario and not args.results:
         raise UserError("--scenario applies to --results only")
-    paths = output_paths(args.out, args.format)
 
     chosen = from_subnet_checkpoint(args.subnet) if args.subnet else from_supernet(args)
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency

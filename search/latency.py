@@ -47,7 +47,7 @@ from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import RUNTIMES, Timer, TimingSettings, prepare
 from supernet.errors import ArgumentParser, UserError, run_cli
-from supernet.io import read_json, write_json
+from supernet.io import read_json, refuse_folder, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
 from supernet.sampler import MetricTable, flops_params_table, score_python
@@ -635,6 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     fix.add_argument("measurements", help="JSON list of {\"arch\", \"latency_ms\"}, or a validation.json")
     fix.add_argument("--out", default=None, help="write the calibrated table here (default: in place)")
     args = parser.parse_args(argv)
+    if args.command in ("build", "calibrate") and args.out:  # a file; refused now, not after the measuring
+        refuse_folder(args.out, "--out", "table.json")
 
     if args.command == "build":
         table = build_table(get_space(args.space).config, parse_device(args.device), batch_size=args.batch_size,

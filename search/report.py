@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 from search.plot import plot_search, scatter_png
 from search.run import read_results
 from supernet.errors import ArgumentParser, run_cli
-from supernet.io import atomic_write, read_json
+from supernet.io import atomic_write, read_json, refuse_folder
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="Markdown file to write (default: report.md beside the results)")
     args = parser.parse_args(argv)
     results = Path(args.results)
-    out = Path(args.out) if args.out else results.parent / "report.md"
+    out = refuse_folder(args.out, "--out", "report.md") if args.out else results.parent / "report.md"
     path = write_report(results, out, args.retrain, args.ensemble)
     print(f"wrote {path}")
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import operator
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from supernet.errors import UserError
 
@@ -176,6 +177,9 @@ class Space:
                 return self.validate(json.loads(text))
             except json.JSONDecodeError as err:
                 raise UserError(f"architecture JSON is malformed: {err}") from None
+            except ValueError:  # an integer over Python's int-string conversion limit (4,300 digits)
+                raise UserError("architecture JSON holds an integer of thousands of digits; no choice is that "
+                                "large") from None
             except RecursionError:
                 raise UserError("architecture JSON is nested too deeply to be an architecture") from None
         return self.from_string(text)
@@ -242,18 +246,39 @@ class Space:
         arch = self.validate(arch)
         return [options.index(arch[key]) for key, options in self.choices.items()]
 
-    def from_indices(self, indices: list[int] | tuple[int, ...]) -> Arch:
-        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``."""
+    def from_indices(self, indices: Sequence[int]) -> Arch:
+        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``.
+
+        ``indices`` is a list, tuple or 1-D array of whole numbers (Python or NumPy integers; not floats,
+        bools or strings), each in range for its key; anything else is a one-line :class:`UserError`.
+        """
+        if isinstance(indices, (str, bytes, Mapping)) or not hasattr(indices, "__len__") \
+                or not hasattr(indices, "__iter__"):
+            raise UserError(f"an encoded architecture must be a list of option indices, got {type(indices).__name__}")
+        indices = list(indices)
         if len(indices) != len(self.choices):
             raise UserError(f"an encoded architecture of space {self.name!r} has {len(self.choices)} indices, "
                             f"got {len(indices)}")
-        arch: Arch = {}
-        for (key, options), index in zip(self.choices.items(), indices):
-            index = int(index)
-            if not 0 <= index < len(options):
-                raise UserError(f"option index {index} of {key} is outside [0, {len(options)})")
-            arch[key] = options[index]
-        return arch
+        return {key: options[_option_index(index, key, len(options))]
+                for (key, options), index in zip(self.choices.items(), indices)}
+
+
+def _option_index(value: Any, key: str, count: int) -> int:
+    """``value`` as an option index of ``key`` (which has ``count`` options), or a one-line error."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        index = operator.index(value)
+    except TypeError:
+        raise UserError(f"option index of {key} must be a whole number, got {type(value).__name__}") from None
+    if not 0 <= index < count:
+        raise UserError(f"option index {_brief(index)} of {key} is outside [0, {count})")
+    return index
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)``, except for an integer too long to print (Python refuses over 4,300 digits)."""
+    return "(a huge integer)" if isinstance(value, int) and abs(value) >= 10 ** 100 else repr(value)
 
 
 def check_choices(choices: Mapping[str, tuple[Any, ...]], arch: Any, space_name: str) -> dict[str, Any]:
@@ -272,7 +297,7 @@ def check_choices(choices: Mapping[str, tuple[Any, ...]], arch: Any, space_name:
             raise UserError(f"architecture is missing key {key!r} (space {space_name!r})")
         value = arch[key]
         if value not in options or not any(type(value) is type(o) and value == o for o in options):
-            raise UserError(f"architecture value {key}={value!r} is not one of {list(options)}")
+            raise UserError(f"architecture value {key}={_brief(value)} is not one of {list(options)}")
         clean[key] = value
     return clean
 

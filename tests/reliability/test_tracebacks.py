@@ -254,3 +254,113 @@ def test_training_on_eleven_classes_is_refused_in_one_line(tmp_path: Path) -> No
     result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--val-size", "2",
                         "--out", str(tmp_path / "run"), check=False)
     one_line_error(result, str(data), "11 classes")
+
+
+# ---- long file names --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["r" * 245 + ".json", "é" * 120 + ".json", "r" * 200 + ".json"])
+def test_any_legal_file_name_is_written_and_a_killed_writers_temporary_removed(tmp_path: Path, name: str) -> None:
+    """The temporary name (``.NAME.PID.RANDOM.tmp``) of a 249-character target once exceeded NAME_MAX (255)."""
+    import os
+    import subprocess
+    import sys
+
+    from supernet.io import write_json
+    from tests.conftest import ROOT
+    from tests.reliability.test_atomic_writes import KILLED_WRITER
+
+    target = tmp_path / name
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "writing\n", writer.stderr.read()
+    finally:
+        writer.kill()
+        writer.wait()
+    (left,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(os.fsencode(left.name)) <= 255
+    other = tmp_path / (name[:-6] + "x.json")  # shares the long head: its temporaries are not this file's
+    write_json(other, [])
+    assert left.exists()
+    write_json(target, {"complete": True})
+    assert not left.exists() and json.loads(target.read_text()) == {"complete": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, other.name])
+
+
+# ---- JSON integers over Python's 4,300-digit limit, Space.from_indices with wrong types ---------------
+HUGE = "1" * 5000  # int("1" * 5000) raises ValueError: Python limits int-string conversion to 4,300 digits
+
+
+def test_json_integers_of_thousands_of_digits_are_one_line(tmp_path: Path) -> None:
+    from supernet.io import read_json
+    from supernet.space import get_space
+
+    space = get_space("mbv3")
+    with pytest.raises(UserError, match="integer of thousands of digits"):
+        space.parse('{"stage1.depth": ' + HUGE + "}")
+    with pytest.raises(UserError, match=r"stage1.depth=\(a huge integer\) is not one of"):
+        space.validate({**space.smallest(), "stage1.depth": int(HUGE[:10]) ** 500})
+    path = tmp_path / "results.json"
+    path.write_text('{"winners": ' + HUGE + "}")
+    with pytest.raises(UserError, match=f"{path} holds a number this tool cannot read"):
+        read_json(path, "search results")
+    one_line_error(run_module("search.export", "--arch", '{"stage1.depth": ' + HUGE + "}", check=False),
+                   "integer of thousands of digits")
+    one_line_error(run_module("search.report", str(path), check=False), str(path), "cannot read")
+
+
+@pytest.mark.parametrize("indices, message", [
+    ([0.0] * 36, "must be a whole number, got float"),
+    (["0"] * 36, "must be a whole number, got str"),
+    ([None] * 36, "must be a whole number, got NoneType"),
+    ([[0]] * 36, "must be a whole number, got list"),
+    ([True] * 36, "must be a whole number, got bool"),
+    ([0] * 35, "has 36 indices, got 35"),
+    ([-1] + [0] * 35, "option index -1 of stage1.depth is outside"),
+    ([3] + [0] * 35, "option index 3 of stage1.depth is outside"),
+    ([10 ** 5000] + [0] * 35, r"option index \(a huge integer\) of stage1.depth"),
+    (None, "must be a list of option indices, got NoneType"),
+    ("0" * 36, "must be a list of option indices, got str"),
+    (7, "must be a list of option indices, got int"),
+    ({"stage1.depth": 0}, "must be a list of option indices, got dict"),
+])
+def test_from_indices_refuses_wrong_types_in_one_line(indices: Any, message: str) -> None:
+    from supernet.space import get_space
+
+    with pytest.raises(UserError, match=message):
+        get_space("mbv3").from_indices(indices)
+
+
+def test_from_indices_takes_python_and_numpy_integers() -> None:
+    import numpy
+
+    from supernet.space import get_space
+
+    space = get_space("mbv3")
+    codes = space.to_indices(space.largest())
+    assert space.from_indices(codes) == space.from_indices(tuple(codes)) == space.largest()
+    assert space.from_indices(numpy.array(codes)) == space.from_indices([numpy.int8(c) for c in codes])
+
+
+# ---- --out naming a folder where a file belongs --------------------------------------------------------
+@pytest.mark.parametrize("out", [".", "/", "folder", "folder/", ".."])
+def test_an_out_that_names_a_folder_is_refused_before_any_work(tmp_path: Path, out: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.export import output_paths
+    from search.report import main as report
+
+    (tmp_path / "folder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for fmt in ("both", "torchscript", "onnx"):
+        with pytest.raises(UserError, match=f"--out {out} names a folder"):
+            output_paths(out, fmt)
+    with pytest.raises(UserError, match=f"--out {out} names a folder"):
+        report(["results.json", "--out", out])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+def test_export_both_formats_to_dot_is_one_line(tmp_path: Path) -> None:
+    result = run_module("search.export", "--arch", "k3e3-k3e3|k3e3-k3e3|k3e3-k3e3|k3e3-k3e3", "--format", "both",
+                        "--out", ".", cwd=tmp_path, check=False)
+    one_line_error(result, "--out . names a folder")
+    assert list(tmp_path.iterdir()) == []
