@@ -107,7 +107,7 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Su
     With ``space``, a checkpoint of another space is refused.
     """
     payload = load_checkpoint(path)
-    config = SpaceConfig.from_dict(payload["space"])
+    config = SpaceConfig.from_dict(payload["space"], f"checkpoint {path}")
     if space is not None and config.name != space:
         raise UserError(f"checkpoint {path} is for space {config.name!r}, not {space!r}")
     model = Supernet(config)
@@ -122,7 +122,7 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Su
 def load_subnet(path: str | os.PathLike) -> tuple[Subnet, dict[str, Any]]:
     """Rebuild the subnet stored at ``path`` by :func:`save_subnet_checkpoint` (in eval mode), with its payload."""
     payload = load_checkpoint(path, SUBNET_FORMAT)
-    config = SpaceConfig.from_dict(payload["space"])
+    config = SpaceConfig.from_dict(payload["space"], f"checkpoint {path}")
     try:
         model = Subnet(config, Space(config).parse(payload.get("arch", "")))
         model.load_state_dict(payload["state_dict"])

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from search import ensemble as ensemble_cli
 from search import export as export_cli
@@ -22,7 +26,7 @@ from search.report import write_report
 from search.run import read_results
 from supernet.checkpoint import PRETRAINED, load_supernet
 from supernet.errors import UserError
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 from tests.reliability.schema_variants import variants
 
 
@@ -112,8 +116,6 @@ def test_clis_refuse_a_wrong_shape_of_results_in_one_line(tmp_path: Path, search
 # ---- --resume on a last.pt that is no interrupted run -------------------------------------------------
 def resume_variants(state: dict[str, Any], final: Path) -> dict[str, tuple[Any, str]]:
     """What a user or a copy may leave as OUT/last.pt, and a word of the one-line refusal of each."""
-    import torch
-
     def without(*path: str) -> dict[str, Any]:
         edited = {**state, "progress": dict(state["progress"])}
         (edited["progress"] if len(path) == 2 else edited).pop(path[-1])
@@ -134,15 +136,11 @@ def resume_variants(state: dict[str, Any], final: Path) -> dict[str, tuple[Any, 
 
 
 def write_last(folder: Path, payload: Any) -> None:
-    import torch
-
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(payload, folder / "last.pt")
 
 
 def test_supernet_resume_refuses_what_is_not_an_interrupted_training(tmp_path: Path, tiny_run: Path) -> None:
-    import torch
-
     from supernet.train import TrainConfig, train
 
     state = torch.load(tiny_run / "last.pt", weights_only=True)
@@ -176,8 +174,6 @@ def retrain_last(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fake_
 
 def test_retrain_resume_refuses_what_is_not_an_interrupted_retraining(tmp_path: Path, tiny_run: Path,
                                                                       retrain_last: Path) -> None:
-    import torch
-
     from search.retrain import RetrainConfig, retrain
     from supernet.space import get_space
 
@@ -260,12 +256,7 @@ def test_training_on_eleven_classes_is_refused_in_one_line(tmp_path: Path) -> No
 @pytest.mark.parametrize("name", ["r" * 245 + ".json", "é" * 120 + ".json", "r" * 200 + ".json"])
 def test_any_legal_file_name_is_written_and_a_killed_writers_temporary_removed(tmp_path: Path, name: str) -> None:
     """The temporary name (``.NAME.PID.RANDOM.tmp``) of a 249-character target once exceeded NAME_MAX (255)."""
-    import os
-    import subprocess
-    import sys
-
     from supernet.io import write_json
-    from tests.conftest import ROOT
     from tests.reliability.test_atomic_writes import KILLED_WRITER
 
     target = tmp_path / name
@@ -364,3 +355,45 @@ def test_export_both_formats_to_dot_is_one_line(tmp_path: Path) -> None:
                         "--out", ".", cwd=tmp_path, check=False)
     one_line_error(result, "--out . names a folder")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- checkpoints whose space asks for a network too large to build -----------------------------------
+def _stages(space: dict[str, Any], count: int) -> dict[str, Any]:
+    return {**space, "stages": space["stages"] * count}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: {**s, "depths": [2, 3, 100000]}, "depth 100000 is more than the 32"),
+    (lambda s: _stages(s, 1000), "4000 stages are more than the 16"),
+    (lambda s: {**s, "kernels": [3, 10001]}, "kernel 10001 is more than the 15"),
+    (lambda s: {**s, "kernels": [3, 4]}, "kernel sizes must be odd"),
+    (lambda s: {**s, "expands": [3, 1000]}, "expand 1000 is more than the 16"),
+    (lambda s: {**s, "head_channels": 10 ** 7}, "channels 10000000 is more than the 8192"),
+    (lambda s: {**s, "stages": [{**st, "width": 8192} for st in s["stages"]], "expands": [16]},
+     "weights, more than the"),
+    (lambda s: {**s, "num_classes": 10 ** 9}, "num_classes 1000000000 is more than"),
+    (lambda s: {**s, "input_size": 10 ** 6}, "input_size 1000000 is more than"),
+    (lambda s: {**s, "depths": list(range(1, 30))}, "29 depths are more than the 8"),
+])
+def test_a_checkpoint_cannot_ask_for_a_network_too_large_to_build(tmp_path: Path, tiny_run: Path, edit: Any,
+                                                                   message: str) -> None:
+    import time
+
+    payload = torch.load(tiny_run / "final.pt", weights_only=True)
+    path = tmp_path / "crafted.pt"
+    torch.save({**payload, "space": edit(payload["space"])}, path)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=message) as caught:
+        load_supernet(path)
+    assert str(path) in str(caught.value) and time.monotonic() - start < 5
+
+
+def test_a_crafted_deep_checkpoint_is_refused_at_once_through_the_cli(tmp_path: Path, tiny_run: Path) -> None:
+    payload = torch.load(tiny_run / "final.pt", weights_only=True)
+    path = tmp_path / "deep.pt"
+    torch.save({**payload, "space": {**payload["space"], "depths": [100000]}}, path)
+    command = [sys.executable, "-m", "search.export", "--checkpoint", str(path), "--arch", "k3e3|k3e3|k3e3|k3e3",
+               "--out", str(tmp_path / "x.pt")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=60)  # once ran for 90 s
+    one_line_error(result, str(path), "depth 100000")
