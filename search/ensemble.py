@@ -38,6 +38,7 @@ from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, check_flags, run_cli
 from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
+from supernet.schema import NUMBER, TEXT, Nullable, Optional
 from supernet.space import Space, SpaceConfig
 
 # Scoring one combination costs about 1 ms on 5,000 validation images on one busy core; beyond this many
@@ -208,6 +209,12 @@ def resolve(args: argparse.Namespace, results: dict[str, Any]) -> EnsembleConfig
         data=args.data or searched.get("data", DEFAULT_DATA),
         calibration_size=args.calibration_size or searched.get("calibration_size", DEFAULT_CALIBRATION),
         table=table, allow_foreign_table=args.allow_foreign_table, out=args.out, export=args.export)
+
+
+# The shape of OUT/ensemble.json as far as its readers (search.report) use it.
+_SCORES = {"val_top1": NUMBER, "test_top1": NUMBER, "measured_latency_ms": Optional(Nullable(NUMBER))}
+RESULTS_SCHEMA = {"budget_ms": NUMBER, "members": [{"arch": TEXT}], "ensemble": _SCORES, "best_member": _SCORES,
+                  "gain_test_top1": NUMBER}
 
 
 def front_of(results: dict[str, Any], metric: str, space: Space, path: str) -> dict[str, dict[str, Any]]:

@@ -47,7 +47,7 @@ from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.model import Subnet, init_weights
 from supernet.sampler import flops_params_table, score_python
-from supernet.schema import ANYTHING, COUNT, NUMBER, TEXT, Each, Nullable, Optional, config_schema
+from supernet.schema import ANYTHING, COUNT, INTEGER, NUMBER, TEXT, Each, Nullable, Optional, config_schema
 from supernet.space import Space, SpaceConfig
 from supernet.train import TrainConfig, epoch_batches, make_optimizer, set_lr
 
@@ -157,6 +157,13 @@ def resolve_arch(config: RetrainConfig, space: Space) -> str:
         return space.to_string(winner_of(results, config.scenario, config.results, space))
     return space.to_string(space.parse(config.arch))
 
+
+# The shape of OUT/retrain.json as far as its readers (search.report) use it.
+RESULTS_SCHEMA = {"arch": TEXT, "mode": TEXT, "config": {"epochs": INTEGER}, "flops": NUMBER, "params": NUMBER,
+                  "metrics": {"val_top1_before": Optional(Nullable(NUMBER)), "val_top1": NUMBER,
+                              "test": {"top1": NUMBER, "macro_precision": NUMBER, "macro_recall": NUMBER,
+                                       "macro_f1": NUMBER}},
+                  "latency": {"median_ms": NUMBER, "device": TEXT}, "files": Optional({"confusion": Optional(TEXT)})}
 
 # What retrain() reads from OUT/last.pt to resume (besides the space and state dict every checkpoint has).
 RESUMABLE = {"retrain_config": config_schema(RetrainConfig), "arch": TEXT,

@@ -397,3 +397,42 @@ def test_a_crafted_deep_checkpoint_is_refused_at_once_through_the_cli(tmp_path: 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, text=True, capture_output=True, timeout=60)  # once ran for 90 s
     one_line_error(result, str(path), "depth 100000")
+
+
+# ---- retrain.json and ensemble.json of a wrong shape, found by the report ------------------------------
+RETRAINED = {"arch": "k3e3-k3e3|k3e3-k3e3|k3e3-k3e3|k3e3-k3e3", "mode": "head", "config": {"epochs": 1},
+             "flops": 1.5e6, "params": 2.5e4,
+             "metrics": {"val_top1_before": 0.2, "val_top1": 0.3,
+                         "test": {"top1": 0.25, "macro_precision": 0.2, "macro_recall": 0.25, "macro_f1": 0.22}},
+             "latency": {"median_ms": 1.2, "device": "cpu"}, "files": {"confusion": "absent.png"}}
+ENSEMBLED = {"budget_ms": 8.0, "members": [{"arch": "k3e3-k3e3|k3e3-k3e3|k3e3-k3e3|k3e3-k3e3"}],
+             "ensemble": {"val_top1": 0.3, "test_top1": 0.3, "measured_latency_ms": 2.0},
+             "best_member": {"val_top1": 0.3, "test_top1": 0.3, "measured_latency_ms": 2.0}, "gain_test_top1": 0.0}
+
+
+@pytest.mark.parametrize("name, document", [("retrain.json", RETRAINED), ("ensemble.json", ENSEMBLED)])
+def test_report_refuses_a_wrong_shape_of_the_runs_it_gathers_in_one_line(tmp_path: Path,
+                                                                         search_results: dict[str, Any],
+                                                                         name: str, document: dict[str, Any],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.report
+
+    for picture in ("plot_search", "scatter_png"):  # they draw results.json, not these files: skip the drawing
+        monkeypatch.setattr(search.report, picture, lambda *args: tmp_path / "picture.png")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(search_results))
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / name
+    path.write_text(json.dumps(document))
+    write_report(results, tmp_path / "report.md")  # the unchanged file is reported
+    refused = 0
+    for description, variant in variants(document):
+        path.write_text(json.dumps(variant))
+        try:
+            write_report(results, tmp_path / "report.md")
+        except UserError as err:
+            assert len(str(err).splitlines()) == 1 and str(path) in str(err), (description, err)
+            refused += 1
+        except Exception as err:  # noqa: BLE001  (the point: nothing but a UserError)
+            raise AssertionError(f"{description}: {type(err).__name__}: {err}") from err
+    assert refused > 30
