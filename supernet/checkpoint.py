@@ -20,13 +20,19 @@ import torch
 from supernet.errors import UserError
 from supernet.io import atomic_serialize
 from supernet.model import Subnet, Supernet
-from supernet.schema import check_document
+from supernet.schema import ANYTHING, COUNT, TEXT, Each, Nullable, Optional, check_document
 from supernet.space import Space, SpaceConfig
 
 FORMAT = "oneshot-nas/supernet"
 SUBNET_FORMAT = "oneshot-nas/subnet"
 VERSION = 1
 PRETRAINED = Path(__file__).parent / "pretrained" / "mbv3-fmnist.pt"
+
+
+# The metadata every reader of a checkpoint may use, checked when present (a resume checks more: load_resumable).
+METADATA = {"train_config": Optional({"val_size": Optional(COUNT)}), "retrain_config": Optional(Each(ANYTHING)),
+            "command": Optional(Nullable([TEXT])), "progress": Optional(Each(ANYTHING)),
+            "metrics": Optional(Each(ANYTHING)), "arch": Optional(TEXT)}
 
 
 def save_checkpoint(path: str | os.PathLike, model: Supernet, **fields: Any) -> Path:
@@ -67,6 +73,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, An
     for key in ("space", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise UserError(f"checkpoint {path} lacks its {key!r} entry; it is not usable")
+    check_document(payload, METADATA, f"checkpoint {path} is malformed", "it was not written by this tool")
     return payload
 
 

@@ -436,3 +436,18 @@ def test_report_refuses_a_wrong_shape_of_the_runs_it_gathers_in_one_line(tmp_pat
         except Exception as err:  # noqa: BLE001  (the point: nothing but a UserError)
             raise AssertionError(f"{description}: {type(err).__name__}: {err}") from err
     assert refused > 30
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("train_config", [1], "train_config must be an object"),
+    ("train_config", {"val_size": "5000"}, "train_config.val_size must be a whole number"),
+    ("command", 5, "command must be a list"),  # once copied into results.json, which then could not be read
+    ("metrics", "good", "metrics must be an object"),
+])
+def test_checkpoint_metadata_of_a_wrong_shape_is_one_line(tmp_path: Path, tiny_run: Path, field: str, value: Any,
+                                                          message: str) -> None:
+    payload = torch.load(tiny_run / "final.pt", weights_only=True)
+    path = tmp_path / "crafted.pt"
+    torch.save({**payload, field: value}, path)
+    with pytest.raises(UserError, match=f"checkpoint {path} is malformed: {message}"):
+        load_supernet(path)
