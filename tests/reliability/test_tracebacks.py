@@ -96,9 +96,6 @@ def test_every_wrong_shape_of_results_is_refused_in_one_line_or_read(
 
 @pytest.mark.parametrize("cli, edit, field", [
     ("search.report", lambda r: r["history"][0]["metrics"].update(val_top1="high"), "history[0].metrics.val_top1"),
-    ("search.report", lambda r: r["winners"][next(iter(r["winners"]))].pop("meets_budget"), "meets_budget"),
-    ("search.report", lambda r: r["scenarios"][0].update(latency_ms=None), "scenarios[0].latency_ms"),
-    ("search.export", lambda r: r["winners"][next(iter(r["winners"]))].update(arch=[1, 2]), ".arch"),
     ("search.export", lambda r: r.update(config={"calibration_size": "all"}), "config.calibration_size"),
     ("search.ensemble", lambda r: r["history"][0].update(arch_string=None), "history[0].arch_string"),
 ])
@@ -129,7 +126,6 @@ def resume_variants(state: dict[str, Any], final: Path) -> dict[str, tuple[Any, 
         "no progress": (without("progress"), "progress is missing"),
         "no step": (without("progress", "step"), "progress.step is missing"),
         "step text": ({**state, "progress": {**state["progress"], "step": "3"}}, "progress.step must be"),
-        "config text": ({**state, "TRAIN_CONFIG": None}, ""),  # replaced below per kind
         "optimizer of another model": ({**state, "optimizer": {"state": {}, "param_groups": [{"params": [0]}]}},
                                        "optimizer state in"),
     }
