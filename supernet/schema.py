@@ -34,11 +34,11 @@ class Leaf:
 def _is_number(value: Any) -> bool:
     """A finite int or float (JSON also holds NaN, Infinity and integers too big for a float); not a bool."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and (isinstance(value, int) and abs(value) <= 2 ** 63 or isinstance(value, float) and math.isfinite(value)))
+            and (isinstance(value, int) and abs(value) <= 2 ** 64 or isinstance(value, float) and math.isfinite(value)))
 
 
 TEXT = Leaf("text", lambda v: isinstance(v, str))
-INTEGER = Leaf("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2 ** 63)
+INTEGER = Leaf("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 2 ** 64)
 COUNT = Leaf("a whole number >= 0", lambda v: INTEGER.test(v) and v >= 0)
 NUMBER = Leaf("a finite number", _is_number)
 POSITIVE = Leaf("a positive finite number", lambda v: _is_number(v) and v > 0)
