@@ -291,6 +291,10 @@ def test_json_integers_of_thousands_of_digits_are_one_line(tmp_path: Path) -> No
     path.write_text('{"winners": ' + HUGE + "}")
     with pytest.raises(UserError, match=f"{path} holds a number this tool cannot read"):
         read_json(path, "search results")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)  # json.loads raises RecursionError
+    with pytest.raises(UserError, match=f"{deep} is nested too deeply"):
+        read_json(deep, "search results")
     one_line_error(run_module("search.export", "--arch", '{"stage1.depth": ' + HUGE + "}", check=False),
                    "integer of thousands of digits")
     one_line_error(run_module("search.report", str(path), check=False), str(path), "cannot read")
