@@ -40,6 +40,7 @@ from supernet.errors import ArgumentParser, UserError, int_range, positive_float
 from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.outdir import claim_folder
+from supernet.schema import NUMBER, TEXT, Nullable, Optional
 from supernet.space import Space, SpaceConfig
 
 # Scoring one combination costs about 1 ms on 5,000 validation images on one busy core; beyond this many
@@ -214,6 +215,12 @@ def resolve(args: argparse.Namespace, results: dict[str, Any]) -> EnsembleConfig
         table=table, allow_foreign_table=args.allow_foreign_table, out=args.out, export=args.export)
 
 
+# The shape of OUT/ensemble.json as far as its readers (search.report) use it.
+_SCORES = {"val_top1": NUMBER, "test_top1": NUMBER, "measured_latency_ms": Optional(Nullable(NUMBER))}
+RESULTS_SCHEMA = {"budget_ms": NUMBER, "members": [{"arch": TEXT}], "ensemble": _SCORES, "best_member": _SCORES,
+                  "gain_test_top1": NUMBER}
+
+
 def front_of(results: dict[str, Any], metric: str, space: Space, path: str) -> dict[str, dict[str, Any]]:
     """The Pareto-front records of a search's results, by canonical string, in the front's order.
 
@@ -224,6 +231,8 @@ def front_of(results: dict[str, Any], metric: str, space: Space, path: str) -> d
         history = {space.to_string(r["arch"]): r for r in results["history"]}
     except (KeyError, TypeError):
         raise UserError(f"{path}: a history record has no architecture; the file is corrupt") from None
+    except UserError as err:
+        raise UserError(f"{path}: a history record is not an architecture of this supernet ({err})") from None
     front = results["pareto_front"]
     if not history or any(not isinstance(r.get("metrics"), dict) or metric not in r["metrics"]
                           for r in history.values()):
@@ -260,7 +269,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
                         f"fastest takes {fastest:.2f} ms on {config.device}): raise it")
     table = load_table(config.table, device=device, space=space.config, allow_foreign=config.allow_foreign_table)
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+                         val_size=meta.get("train_config", {}).get("val_size", 5000),
+                         num_classes=space.config.num_classes)
     calibration = splits.train.subset(torch.arange(min(config.calibration_size, len(splits.train))))
 
     subnets, val, test = {}, {}, {}

@@ -49,7 +49,7 @@ from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
-from supernet.io import atomic_serialize, atomic_write
+from supernet.io import atomic_serialize, atomic_write, refuse_folder
 from supernet.model import Subnet
 from supernet.outdir import claim_file
 from supernet.space import Space, SpaceConfig
@@ -226,7 +226,11 @@ def winner_entry(results: Any, scenario: str | None, path: str) -> tuple[str, di
 
 def winner_of(results: Any, scenario: str | None, path: str, space: Space) -> dict[str, int]:
     """The winning architecture of ``scenario`` (default: the first) in a search's results."""
-    return space.validate(winner_entry(results, scenario, path)[1]["arch"])
+    name, winner = winner_entry(results, scenario, path)
+    try:
+        return space.validate(winner["arch"])
+    except UserError as err:
+        raise UserError(f"{path}: the winner of {name!r} is not an architecture of this supernet ({err})") from None
 
 
 def _results_latency(results: Mapping[str, Any], winner: Mapping[str, Any], path: str) -> dict[str, Any] | None:
@@ -260,11 +264,16 @@ DESCRIPTIONS = {"torchscript": "TorchScript, frozen; load with torch.jit.load", 
 
 
 def output_paths(out: str | None, fmt: str) -> dict[str, Path]:
-    """Where each format goes: ``--out`` as given for one format, its stem + ``.pt``/``.onnx`` for both."""
+    """Where each format goes: ``--out`` as given for one format, its stem + ``.pt``/``.onnx`` for both.
+
+    ``--out`` names a file; one that names a folder (``.``, ``/``, ``dir/``, an existing folder) is refused
+    rather than guessed at.
+    """
     suffixes = {"torchscript": ".pt", "onnx": ".onnx"}
+    given = refuse_folder(out, "--out", "subnet" + ("" if fmt == "both" else suffixes[fmt])) if out else None
     if fmt != "both":
-        return {fmt: Path(out) if out else Path("runs/export/subnet").with_suffix(suffixes[fmt])}
-    stem = Path(out) if out else Path("runs/export/subnet")
+        return {fmt: given or Path("runs/export/subnet").with_suffix(suffixes[fmt])}
+    stem = given or Path("runs/export/subnet")
     return {name: stem.with_suffix(suffix) for name, suffix in suffixes.items()}
 
 
@@ -298,7 +307,7 @@ def from_supernet(args: argparse.Namespace) -> Chosen:
     checkpoint = args.checkpoint or results.get("checkpoint", {}).get("path") or str(PRETRAINED)
     supernet, meta = load_supernet(checkpoint)
     space = supernet.space
-    arch = space.validate(winner["arch"]) if winner else space.parse(args.arch)
+    arch = winner_of(results, scenario, args.results, space) if winner else space.parse(args.arch)
     calibration_size = args.calibration_size
     if calibration_size is None:  # as the search scored it
         calibration_size = results.get("config", {}).get("calibration_size", DEFAULT_CALIBRATION)
@@ -333,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
                              "stem gets .pt and .onnx")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
+    paths = output_paths(args.out, args.format)
     if args.format != "torchscript":
         require_onnx()
     if args.subnet and (args.checkpoint or args.calibration_size is not None):
@@ -340,7 +350,6 @@ def main(argv: list[str] | None = None) -> None:
                         "exported as they are")
     if args.scenario and not args.results:
         raise UserError("--scenario applies to --results only")
-    paths = output_paths(args.out, args.format)
     with contextlib.ExitStack() as claims:
         for path in paths.values():
             claims.enter_context(claim_file(path, what="export", overwrite=args.overwrite))
@@ -352,7 +361,8 @@ def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
     chosen = from_subnet_checkpoint(args.subnet) if args.subnet else from_supernet(args)
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency
     if "val_top1" not in known:
-        splits = load_splits(args.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size)
+        splits = load_splits(args.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size,
+                             num_classes=config.num_classes)
         if chosen.calibration_size:
             count = min(chosen.calibration_size, len(splits.train))
             subnet = recalibrate_bn(subnet, splits.train.subset(torch.arange(count)))

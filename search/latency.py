@@ -48,7 +48,7 @@ from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import MAX_MS, MIN_MS, RUNTIMES, Timer, TimingSettings, plausible_ms, prepare
 from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, random_seed, run_cli
-from supernet.io import read_json, verify_checksum, with_checksum, write_json
+from supernet.io import read_json, refuse_folder, verify_checksum, with_checksum, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
 from supernet.outdir import check_regular, claim_file, claim_folder
@@ -814,6 +814,8 @@ def main(argv: list[str] | None = None) -> None:
     fix.add_argument("--out", default=None, help="write the calibrated table here (default: in place)")
     fix.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
+    if args.command in ("build", "calibrate") and args.out:  # a file; refused now, not after the measuring
+        refuse_folder(args.out, "--out", "table.json")
 
     if args.command == "build":
         table = build_table(get_space(args.space).config, parse_device(args.device), batch_size=args.batch_size,

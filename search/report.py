@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from search.plot import plot_search, scatter_png
+from search.ensemble import RESULTS_SCHEMA as ENSEMBLE_SCHEMA
+from search.retrain import RESULTS_SCHEMA as RETRAIN_SCHEMA
 from search.run import read_results
 from supernet.errors import ArgumentParser, run_cli
-from supernet.io import atomic_write, read_json
+from supernet.io import atomic_write, read_json, refuse_folder
 from supernet.outdir import check_regular, claim_file
+from supernet.schema import check_document
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -42,13 +45,17 @@ def ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} ms"
 
 
-def find_runs(folder: Path, name: str, named: Sequence[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """``name`` files (retrain.json, ensemble.json) in ``folder``'s subfolders, plus the ``named`` ones."""
+def find_runs(folder: Path, name: str, named: Sequence[str], schema: Any) -> list[tuple[Path, dict[str, Any]]]:
+    """``name`` files (retrain.json, ensemble.json) in ``folder``'s subfolders, plus the ``named`` ones, each
+    checked against the ``schema`` of what this report reads from it."""
     paths = sorted(folder.glob(f"*/{name}")) + [Path(p) / name if Path(p).is_dir() else Path(p) for p in named]
+    what = name.removesuffix(".json") + " results"
     seen: dict[Path, dict[str, Any]] = {}
     for path in paths:
         if path.resolve() not in seen:
-            seen[path.resolve()] = read_json(path, name.removesuffix(".json") + " results")
+            seen[path.resolve()] = read_json(path, what)
+            check_document(seen[path.resolve()], schema, f"{what} {path} are malformed",
+                           f"rerun that {name.removesuffix('.json')} or leave the file out")
     return list(seen.items())
 
 
@@ -158,12 +165,14 @@ def is_report_of(out: Path, results_path: Path) -> bool:
 
 def write_report(results_path: Path, out: Path, retrain: Sequence[str] = (), ensemble: Sequence[str] = ()) -> Path:
     """Write the report of ``results_path`` to ``out`` (Markdown) with its pictures beside it."""
-    results = read_results(results_path)
+    results = read_results(results_path)  # every input is read and checked before any picture is drawn
+    retrained = find_runs(results_path.parent, "retrain.json", retrain, RETRAIN_SCHEMA)
+    ensembles = find_runs(results_path.parent, "ensemble.json", ensemble, ENSEMBLE_SCHEMA)
     folder = out.parent
     lines = [signature(results_path), f"# Search report: {', '.join(results['winners'])}", ""]
     lines += search_section(results, folder, folder)
-    lines += retrain_section(find_runs(results_path.parent, "retrain.json", retrain), folder)
-    lines += ensemble_section(find_runs(results_path.parent, "ensemble.json", ensemble), folder)
+    lines += retrain_section(retrained, folder)
+    lines += ensemble_section(ensembles, folder)
     text = "\n".join(lines) + "\n"
     return atomic_write(out, lambda tmp: tmp.write_text(text))
 
@@ -179,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="replace an existing --out file that is not a report of these results")
     args = parser.parse_args(argv)
     results = Path(args.results)
-    out = Path(args.out) if args.out else results.parent / "report.md"
+    out = refuse_folder(args.out, "--out", "report.md") if args.out else results.parent / "report.md"
     check_regular(out, "the report file")  # before reading its first line: a FIFO would block
     with claim_file(out, what="report", overwrite=args.overwrite, may_replace=is_report_of(out, results)):
         path = write_report(results, out, args.retrain, args.ensemble)

@@ -39,7 +39,8 @@ from search.export import winner_of
 from search.latency import parse_device, table_for
 from search.metrics import classification_report, confusion_png
 from search.run import read_results
-from supernet.checkpoint import PRETRAINED, SUBNET_FORMAT, load_checkpoint, load_supernet, save_subnet_checkpoint
+from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore,
+                                 save_subnet_checkpoint)
 from supernet.data import DEFAULT_DATA, Splits, load_splits
 from supernet.divergence import StepGuard
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, int_range, non_negative_float,
@@ -49,7 +50,8 @@ from supernet.io import write_json
 from supernet.model import Subnet, init_weights
 from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
-from supernet.space import Space
+from supernet.schema import ANYTHING, COUNT, INTEGER, NUMBER, TEXT, Each, Nullable, Optional, config_schema
+from supernet.space import Space, SpaceConfig
 from supernet.train import TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr, training_images
 
 MODES = ("finetune", "head", "last-stages", "scratch")
@@ -162,6 +164,22 @@ def resolve_arch(config: RetrainConfig, space: Space) -> str:
     return space.to_string(space.parse(config.arch))
 
 
+# The shape of OUT/retrain.json as far as its readers (search.report) use it.
+RESULTS_SCHEMA = {"arch": TEXT, "mode": TEXT, "config": {"epochs": INTEGER}, "flops": NUMBER, "params": NUMBER,
+                  "metrics": {"val_top1_before": Optional(Nullable(NUMBER)), "val_top1": NUMBER,
+                              "test": {"top1": NUMBER, "macro_precision": NUMBER, "macro_recall": NUMBER,
+                                       "macro_f1": NUMBER}},
+                  "latency": {"median_ms": NUMBER, "device": TEXT}, "files": Optional({"confusion": Optional(TEXT)})}
+
+# What retrain() reads from OUT/last.pt to resume (besides the space and state dict every checkpoint has).
+RESUMABLE = {"retrain_config": config_schema(RetrainConfig), "arch": TEXT,
+             "optimizer": {"state": Each(ANYTHING), "param_groups": [Each(ANYTHING)]},
+             "progress": {"step": COUNT, "val_top1_before": Nullable(NUMBER),
+                          "history": [{"epoch": COUNT, "step": COUNT, "val_top1": NUMBER}],
+                          "nonfinite": Optional({"in_a_row": Optional(COUNT), "skipped": Optional(COUNT)})},
+             "command": Optional(Nullable([TEXT]))}
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
     defaults = RetrainConfig(arch="")
     parser = ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
@@ -189,13 +207,27 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
     return args, args.resume
 
 
+def check_resumed(state: dict[str, Any], config: RetrainConfig, space: Space, last: Path) -> None:
+    """A resumed ``last.pt`` is a subnet of this supernet's space with the architecture its config names."""
+    if SpaceConfig.from_dict(state["space"]) != space.config:
+        raise UserError(f"--resume: {last} holds a subnet of another space than the supernet {config.checkpoint}; "
+                        "start a new run without --resume")
+    try:
+        arch = space.to_string(space.parse(state["arch"]))
+    except UserError as err:
+        raise UserError(f"--resume: {last} holds no architecture of space {space.name!r} ({err})") from None
+    if arch != config.arch:
+        raise UserError(f"--resume: {last} holds architecture {arch}, but its retraining config names "
+                        f"{config.arch}; start a new run without --resume")
+
+
 def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume) a retraining run; return its results (also written to ``OUT/retrain.json``)."""
     out = Path(config.out)
     last = out / "last.pt"
     state: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(last, SUBNET_FORMAT)
+        state = load_resumable(last, SUBNET_FORMAT, RESUMABLE)
         try:
             config = dataclasses.replace(RetrainConfig(**state["retrain_config"]), stop_after=config.stop_after)
         except TypeError as err:
@@ -207,16 +239,19 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     supernet, meta = load_supernet(config.checkpoint)
     config = dataclasses.replace(config, arch=resolve_arch(config, supernet.space))
     space = supernet.space
+    if state is not None:
+        check_resumed(state, config, space, last)
     if config.mode == "last-stages" and config.stages > space.num_stages:
         raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+                         val_size=meta.get("train_config", {}).get("val_size", 5000),
+                         num_classes=space.config.num_classes)
     train_set = training_images(splits, config.subset)
     if state is None:
         model, val_before = starting_model(config, supernet, splits)
     else:
         model = Subnet(space.config, space.parse(config.arch))
-        model.load_state_dict(state["state_dict"])
+        restore(model, state["state_dict"], last, "weights")
         val_before = state["progress"]["val_top1_before"]
     parts = trainable_parts(model, config.mode, config.stages)
     model.requires_grad_(False)
@@ -229,7 +264,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     step, history = 0, []
     guard = StepGuard(model, config.nonfinite_limit, str(last), saved=state["progress"]["step"] if state else None)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        restore(optimizer, state["optimizer"], last, "optimizer state")
         step, history = state["progress"]["step"], state["progress"]["history"]
         guard.load_state_dict(state["progress"].get("nonfinite", {}))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

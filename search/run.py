@@ -44,6 +44,8 @@ from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
 from supernet.io import read_json, write_json
 from supernet.outdir import claim_folder
+from supernet.schema import (ANYTHING, BOOLEAN, COUNT, INTEGER, NUMBER, POSITIVE, TEXT, Each, Nullable, Optional,
+                             check_document)
 from supernet.sampler import flops_params_table, score_python
 
 
@@ -162,19 +164,60 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -
 
 RESULTS_KEYS = ("scenarios", "winners", "history", "pareto_front", "latency_metric")
 
+# The shape of results.json as :func:`search` writes it: every field a reader (export, retrain, ensemble,
+# report, plot_search) uses. Fields the readers take with a default are Optional, but checked when present.
+RECORD = {"arch": Each(INTEGER), "arch_string": TEXT, "metrics": Each(NUMBER, required=("val_top1",)),
+          "generation": INTEGER, "feasible": Optional(BOOLEAN)}
+VERIFIED = {**RECORD, "predicted_latency_ms": NUMBER, "measured_latency_ms": POSITIVE,
+            "measured_spread_ms": Optional(NUMBER), "meets_budget": BOOLEAN}
+RESULTS_SCHEMA = {
+    "scenarios": [{"name": TEXT, "device": TEXT, "latency_ms": POSITIVE}],
+    "winners": Each({**VERIFIED, "budget_ms": POSITIVE, "device": TEXT, "verified": Optional([VERIFIED])}),
+    "history": [RECORD],
+    "pareto_front": [TEXT],
+    "latency_metric": TEXT,
+    "checkpoint": Optional({"path": Optional(Nullable(TEXT)), "command": Optional(Nullable([TEXT]))}),
+    "tables": Optional(Each({"path": Optional(Nullable(TEXT)), "fingerprint": Optional(Each(ANYTHING))})),
+    "evaluations": Optional(INTEGER),
+    "config": Optional({"algorithm": Optional(TEXT), "seed": Optional(INTEGER), "checkpoint": Optional(TEXT),
+                        "data": Optional(TEXT), "calibration_size": Optional(COUNT)}),
+    "command": Optional(Nullable([TEXT])),
+}
+
 
 def read_results(path: str | Path) -> dict[str, Any]:
-    """A ``results.json`` that :func:`search` wrote; anything else is refused in one line.
+    """A ``results.json`` that :func:`search` wrote; anything else is refused in one line naming the field.
 
-    The one reader of search results: export, retrain, ensemble and report all take them from here.
+    The one reader of search results: export, retrain, ensemble and report all take them from here, so the
+    shape they rely on (:data:`RESULTS_SCHEMA`, and how its parts refer to each other) is checked once.
     """
     results = read_json(path, "search results")
     if not isinstance(results, dict) or any(k not in results for k in RESULTS_KEYS):
         raise UserError(f"{path} is not the results.json of a search (python -m search.evolve or search.bo)")
-    if not (isinstance(results["winners"], dict) and isinstance(results["scenarios"], list)
-            and isinstance(results["history"], list) and isinstance(results["pareto_front"], list)):
-        raise UserError(f"{path} is a malformed search results.json; rerun the search to rewrite it")
+    what, fix = f"{path} is a malformed search results.json", "rerun the search to rewrite it"
+    check_document(results, RESULTS_SCHEMA, what, fix)
+    _check_references(results, what, fix)
     return results
+
+
+def _check_references(results: dict[str, Any], what: str, fix: str) -> None:
+    """The parts of a results.json agree: one winner per scenario, front members and the latency metric known."""
+    names = [s["name"] for s in results["scenarios"]]
+    if not names:
+        raise UserError(f"{what}: it names no scenario; {fix}")
+    missing = next((n for n in names if n not in results["winners"]), None)
+    if missing is not None:
+        raise UserError(f"{what}: scenario {missing!r} has no winner; {fix}")
+    history = {r["arch_string"] for r in results["history"]}
+    stray = next((k for k in results["pareto_front"] if k not in history), None)
+    if stray is not None:
+        raise UserError(f"{what}: Pareto-front member {stray!r} is not in its history; {fix}")
+    metric = results["latency_metric"]
+    records = [(f"history[{i}]", r) for i, r in enumerate(results["history"])]
+    records += [(f"winners[{n!r}]", w) for n, w in results["winners"].items()]
+    for field, record in records:
+        if metric not in record["metrics"]:
+            raise UserError(f"{what}: {field}.metrics lacks the latency metric {metric!r}; {fix}")
 
 
 Algorithm = Callable[[Problem, str, int], list[Record]]  # (problem, objective, seed) -> history
@@ -188,7 +231,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     supernet, meta = load_supernet(config.checkpoint)
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000))
+                         val_size=meta.get("train_config", {}).get("val_size", 5000),
+                         num_classes=space.config.num_classes)
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:
         if scenario.device not in tables:

@@ -28,12 +28,19 @@ from supernet.divergence import nonfinite_tensors
 from supernet.errors import UserError
 from supernet.io import atomic_serialize
 from supernet.model import Subnet, Supernet
+from supernet.schema import ANYTHING, COUNT, TEXT, Each, Nullable, Optional, check_document
 from supernet.space import Space, SpaceConfig
 
 FORMAT = "oneshot-nas/supernet"
 SUBNET_FORMAT = "oneshot-nas/subnet"
 VERSION = 1
 PRETRAINED = Path(__file__).parent / "pretrained" / "mbv3-fmnist.pt"
+
+
+# The metadata every reader of a checkpoint may use, checked when present (a resume checks more: load_resumable).
+METADATA = {"train_config": Optional({"val_size": Optional(COUNT)}), "retrain_config": Optional(Each(ANYTHING)),
+            "command": Optional(Nullable([TEXT])), "progress": Optional(Each(ANYTHING)),
+            "metrics": Optional(Each(ANYTHING)), "arch": Optional(TEXT)}
 
 
 def save_checkpoint(path: str | os.PathLike, model: Supernet, **fields: Any) -> Path:
@@ -122,11 +129,43 @@ def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, An
     for key in ("space", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise UserError(f"checkpoint {path} lacks its {key!r} entry; it is not usable")
+    check_document(payload, METADATA, f"checkpoint {path} is malformed", "it was not written by this tool")
     bad = nonfinite_tensors(payload)
     if bad:
         raise UserError(f"checkpoint {path} holds non-finite values (NaN or inf) in {len(bad)} tensor(s), first "
                         f"{bad[0]}: it is not a usable state; use an earlier checkpoint or train again")
     return payload
+
+
+def load_resumable(path: str | os.PathLike, kind: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """``OUT/last.pt`` of an interrupted run, checked to hold everything a resume reads (``schema``).
+
+    What ``--resume`` may find instead: nothing, a finished run's ``final.pt`` or a shipped checkpoint copied
+    there (weights but no optimizer state), a checkpoint of the other kind, or a file missing keys. Each is
+    one line naming the file, before anything is built.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--resume: {path} does not exist, so there is no interrupted run in {path.parent} to "
+                        "continue; start without --resume")
+    payload = load_checkpoint(path, kind)
+    if "optimizer" not in payload:
+        what = "a finished run's final checkpoint" if "metrics" in payload else "a checkpoint without optimizer state"
+        raise UserError(f"--resume: {path} is {what}, not the state of an interrupted run; start a new run "
+                        "without --resume (or fine-tune from it)")
+    check_document(payload, schema, f"--resume: {path} is not a resumable training state",
+                   "start a new run without --resume")
+    return payload
+
+
+def restore(target: Any, state: Any, path: str | os.PathLike, what: str) -> None:
+    """``target.load_state_dict(state)`` for a resumed run; a state that does not fit ``target`` is one line."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"--resume: the {what} in {path} does not fit this run ({first[:200]}); start a new run "
+                        "without --resume") from None
 
 
 def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Supernet, dict[str, Any]]:
@@ -135,7 +174,7 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Su
     With ``space``, a checkpoint of another space is refused.
     """
     payload = load_checkpoint(path)
-    config = SpaceConfig.from_dict(payload["space"])
+    config = SpaceConfig.from_dict(payload["space"], f"checkpoint {path}")
     if space is not None and config.name != space:
         raise UserError(f"checkpoint {path} is for space {config.name!r}, not {space!r}")
     model = Supernet(config)
@@ -150,7 +189,7 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Su
 def load_subnet(path: str | os.PathLike) -> tuple[Subnet, dict[str, Any]]:
     """Rebuild the subnet stored at ``path`` by :func:`save_subnet_checkpoint` (in eval mode), with its payload."""
     payload = load_checkpoint(path, SUBNET_FORMAT)
-    config = SpaceConfig.from_dict(payload["space"])
+    config = SpaceConfig.from_dict(payload["space"], f"checkpoint {path}")
     try:
         model = Subnet(config, Space(config).parse(payload.get("arch", "")))
         model.load_state_dict(payload["state_dict"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,41 +82,95 @@ def _load_idx(root: Path, split: str) -> ImageSet:
     return ImageSet(images.unsqueeze(1).contiguous(), labels)
 
 
-def _load_folder(root: Path, split: str, classes: list[str], channels: int, size: int) -> ImageSet:
+MAX_IMAGE_PIXELS = 8192 * 8192  # larger images are refused before they are decoded (a decompression bomb)
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, sorted; a folder that cannot be listed is one line."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise UserError(f"cannot list dataset folder {folder}: {err.strerror or err}") from None
+
+
+def _read_image(file: Path, channels: int, size: int) -> torch.Tensor:
+    """One image file as uint8 ``[channels, size, size]``; an unreadable or oversized one is one line.
+
+    The file is user data, so whatever the decoder raises on it (PIL raises ``OSError``, ``ValueError``,
+    ``SyntaxError``, ``struct.error``... on damaged files) is a bad input, not a bug here. The size is checked
+    from the header before any pixel is decoded; PIL's own decompression-bomb warning counts as a refusal.
+    """
     from PIL import Image
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise UserError(f"image {file} is {img.width}x{img.height} pixels, more than this tool decodes "
+                                    f"({MAX_IMAGE_PIXELS // 2 ** 20} Mpixel): shrink it or leave it out")
+                img = img.convert("L" if channels == 1 else "RGB").resize((size, size))
+                pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise UserError(f"image {file} is too large to decode safely ({err}): shrink it or leave it out") from None
+    except Exception as err:  # noqa: BLE001  (a damaged file may make the decoder raise anything)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"image {file} cannot be read ({reason}): replace or remove it") from None
+    return pixels.reshape(size, size, channels).permute(2, 0, 1)
+
+
+def _load_folder(root: Path, split: str, classes: list[str], channels: int, size: int) -> ImageSet:
     images, labels = [], []
     for label, name in enumerate(classes):
-        for file in sorted((root / split / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as img:
-                    img = img.convert("L" if channels == 1 else "RGB").resize((size, size))
-                    pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            except OSError as err:
-                raise UserError(f"image {file} cannot be read ({err})") from None
-            images.append(pixels.reshape(size, size, channels).permute(2, 0, 1))
-            labels.append(label)
+        for file in _entries(root / split / name):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(_read_image(file, channels, size))
+                labels.append(label)
     if not images:
         raise UserError(f"dataset folder {root / split} holds no images")
     return ImageSet(torch.stack(images).contiguous(), torch.tensor(labels))
 
 
+def _folder_classes(root: Path, num_classes: int | None) -> list[str]:
+    """The class names of an ImageFolder dataset: ``train/``'s folders, which ``test/`` must have too."""
+    names = [p.name for p in _entries(root / "train") if p.is_dir()]
+    if not names:
+        raise UserError(f"dataset folder {root / 'train'} has no class folders")
+    tested = [p.name for p in _entries(root / "test") if p.is_dir()]
+    missing, extra = sorted(set(names) - set(tested)), sorted(set(tested) - set(names))
+    if missing or extra:
+        which = f"lacks class folder {missing[0]!r} that train/ has" if missing else \
+            f"has class folder {extra[0]!r} that train/ lacks"
+        raise UserError(f"dataset folder {root / 'test'} {which}: both splits need the same classes")
+    _check_class_count(root, len(names), num_classes)
+    return names
+
+
+def _check_class_count(root: Path, count: int, num_classes: int | None) -> None:
+    """Refuse a dataset with more classes than the model has outputs: its labels would not fit."""
+    if num_classes is not None and count > num_classes:
+        raise UserError(f"dataset {root} has {count} classes, but the model has {num_classes} outputs: use a "
+                        f"dataset of at most {num_classes} classes")
+
+
 def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int = 28, val_size: int = 5000,
-                seed: int = 0) -> Splits:
-    """Load a dataset and cut the fixed validation split (``val_size`` training images, seeded)."""
+                seed: int = 0, num_classes: int | None = None) -> Splits:
+    """Load a dataset and cut the fixed validation split (``val_size`` training images, seeded).
+
+    ``num_classes``: the model's outputs; a dataset with more classes is refused (its labels would not fit).
+    """
     root = Path(data)
     if (root / IDX_FILES["train"][0]).exists():
         train, test = _load_idx(root, "train"), _load_idx(root, "test")
         classes: tuple[str, ...] = FASHION_CLASSES
+        _check_class_count(root, len(classes), num_classes)
         if train.images.shape[1:] != (channels, size, size):
             raise UserError(f"dataset {root} has {tuple(train.images.shape[1:])} images, the space needs "
                             f"{(channels, size, size)}")
     elif (root / "train").is_dir() and (root / "test").is_dir():
-        names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-        if not names:
-            raise UserError(f"dataset folder {root / 'train'} has no class folders")
+        names = _folder_classes(root, num_classes)
         train = _load_folder(root, "train", names, channels, size)
         test = _load_folder(root, "test", names, channels, size)
         classes = tuple(names)

@@ -42,7 +42,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise UserError(f"cannot create folder {path.parent}: {err.strerror}") from None
     # The pid in the name tells a dead writer's leftover from a live writer's file (_remove_stale_temporaries).
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{_stem(path.name)}.{os.getpid()}.", suffix=".tmp",
+                                        dir=path.parent)
     except OSError as err:  # a read-only folder, no inode left
         raise _write_failed(path, err) from None
     os.close(fd)
@@ -97,6 +98,24 @@ def _os_error(err: BaseException) -> OSError | None:
     return None
 
 
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems alike
+_TEMPORARY_EXTRA = len(".") + len(".4194304.") + 8 + len(".tmp")  # dot, pid (Linux's largest), random part, suffix
+
+
+def _stem(name: str) -> str:
+    """The part of ``name`` that a temporary file's name carries: ``name`` itself when the temporary name fits
+    in :data:`NAME_MAX` bytes, else its first bytes and a hash of the whole, so that any legal name can be
+    written and distinct names keep distinct temporaries."""
+    encoded = os.fsencode(name)
+    if len(encoded) + _TEMPORARY_EXTRA <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    head = name
+    while len(os.fsencode(head)) > NAME_MAX - _TEMPORARY_EXTRA - len(digest) - 1:  # whole characters only
+        head = head[:-1]
+    return f"{head}~{digest}"
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove the temporary files of ``path`` that writers killed mid-write left behind.
 
@@ -104,7 +123,7 @@ def _remove_stale_temporaries(path: Path) -> None:
     when that process is gone: a concurrent write of the same file (another command, another thread) keeps its
     temporary file. Best effort: the write itself has succeeded, so a file that cannot be removed is left.
     """
-    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[a-z0-9_]+\.tmp")
+    pattern = re.compile(re.escape(f".{_stem(path.name)}.") + r"(\d+)\.[a-z0-9_]+\.tmp")
     try:
         names = os.listdir(path.parent)
     except OSError:
@@ -131,6 +150,16 @@ def _running(pid: int) -> bool:
     return True
 
 
+def refuse_folder(out: str, flag: str, file_name: str) -> Path:
+    """``out`` (the value of ``flag``) as the path of a file to write; a value that names a folder (``.``,
+    ``/``, ``dir/``, an existing folder) is refused in one line that suggests ``out/file_name`` instead."""
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.name in ("", ".", "..") or path.is_dir():
+        raise UserError(f"{flag} {out} names a folder; give a file name in it, e.g. {flag} "
+                        f"{os.path.join(out, file_name)}")
+    return path
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
@@ -146,6 +175,10 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{what} {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{what} {path} is not valid JSON ({err}); it may be truncated or corrupt") from None
+    except ValueError as err:  # an integer over Python's int-string conversion limit (4,300 digits)
+        raise UserError(f"{what} {path} holds a number this tool cannot read ({err})") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to be a file of this tool") from None
     except OSError as err:
         raise UserError(f"cannot read {what} {path}: {err.strerror}") from None
 

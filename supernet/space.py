@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import operator
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from supernet.errors import UserError
 
@@ -34,6 +35,13 @@ class StageConfig:
     stride: int
     use_se: bool = False
     activation: str = "relu"  # "relu" or "hswish"
+
+
+# The most a space config may ask for: far beyond the registered spaces (mbv3-imagenet: 5 stages of depth 4,
+# kernel 7, expand 6, 1280 channels, 224 pixels, 1000 classes), far below what would hang or exhaust memory.
+SPACE_LIMITS = {"stages": 16, "depths": 8, "kernels": 8, "expands": 8, "depth": 32, "kernel": 15, "expand": 16,
+                "stride": 4, "channels": 8192, "in_channels": 64, "input_size": 4096, "num_classes": 100_000}
+MAX_WEIGHTS = 5 * 10 ** 8  # 2 GB of float32 weights
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,52 @@ class SpaceConfig:
         if not (isinstance(self.name, str) and isinstance(self.first_block, bool)
                 and isinstance(self.feature_channels, int) and self.feature_channels >= 0):
             raise ValueError("name must be text, first_block true or false and feature_channels >= 0")
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        """Refuse a config that asks for more than any supernet here can be (a crafted file asking for depth
+        100000 once kept a process building blocks for minutes): each size within :data:`SPACE_LIMITS`, odd
+        kernels, and at most :data:`MAX_WEIGHTS` weights in the largest subnet, all before anything is built."""
+        counts = {"stages": len(self.stages), "depths": len(self.depths), "kernels": len(self.kernels),
+                  "expands": len(self.expands)}
+        values = {"depth": self.depths, "kernel": self.kernels, "expand": self.expands,
+                  "stride": (self.stem_stride, *(s.stride for s in self.stages)),
+                  "channels": (self.stem_channels, self.head_channels, self.feature_channels,
+                               *(s.width for s in self.stages)),
+                  "in_channels": (self.in_channels,), "input_size": (self.input_size,),
+                  "num_classes": (self.num_classes,)}
+        for name, count in counts.items():
+            if count > SPACE_LIMITS[name]:
+                raise ValueError(f"{count} {name} are more than the {SPACE_LIMITS[name]} a space may have")
+        for name, numbers in values.items():
+            if max(numbers) > SPACE_LIMITS[name]:
+                raise ValueError(f"{name} {max(numbers)} is more than the {SPACE_LIMITS[name]} a space may ask for")
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"kernel sizes must be odd, got {list(self.kernels)}")
+        if self.largest_weights() > MAX_WEIGHTS:
+            raise ValueError(f"its largest subnet would hold about {self.largest_weights():.2g} weights, more "
+                             f"than the {MAX_WEIGHTS:.0g} this tool builds")
+
+    def largest_weights(self) -> int:
+        """An upper estimate of the weights of the largest subnet (pointwise, depthwise and squeeze-excite
+        convolutions, stem, head and classifier); cheap to compute from the config alone."""
+        depth, kernel, expand = max(self.depths), max(self.kernels), max(self.expands)
+        total, width = self.in_channels * self.stem_channels * 9, self.stem_channels
+        for stage in self.stages:
+            for _ in range(depth):
+                hidden = width * expand
+                total += width * hidden + hidden * kernel ** 2 + hidden * hidden // 2 + hidden * stage.width
+                width = stage.width
+        features = self.feature_channels or self.head_channels
+        return total + width * self.head_channels + self.head_channels * features + features * self.num_classes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SpaceConfig":
-        """Rebuild from :meth:`to_dict` output (lists from JSON become tuples)."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "") -> "SpaceConfig":
+        """Rebuild from :meth:`to_dict` output (lists from JSON become tuples); ``source`` names the file in
+        the one-line error about a malformed or oversized config."""
         try:
             fields = dict(data)
             fields["stages"] = tuple(StageConfig(**s) for s in fields["stages"])
@@ -87,7 +134,8 @@ class SpaceConfig:
                 fields[key] = tuple(fields[key])
             return cls(**fields)
         except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"malformed space config ({err}): was it written by this tool?") from None
+            where = f"{source} holds a " if source else ""
+            raise UserError(f"{where}malformed space config ({err}): was it written by this tool?") from None
 
 
 class Space:
@@ -176,6 +224,9 @@ class Space:
                 return self.validate(json.loads(text))
             except json.JSONDecodeError as err:
                 raise UserError(f"architecture JSON is malformed: {err}") from None
+            except ValueError:  # an integer over Python's int-string conversion limit (4,300 digits)
+                raise UserError("architecture JSON holds an integer of thousands of digits; no choice is that "
+                                "large") from None
             except RecursionError:
                 raise UserError("architecture JSON is nested too deeply to be an architecture") from None
         return self.from_string(text)
@@ -242,18 +293,39 @@ class Space:
         arch = self.validate(arch)
         return [options.index(arch[key]) for key, options in self.choices.items()]
 
-    def from_indices(self, indices: list[int] | tuple[int, ...]) -> Arch:
-        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``."""
+    def from_indices(self, indices: Sequence[int]) -> Arch:
+        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``.
+
+        ``indices`` is a list, tuple or 1-D array of whole numbers (Python or NumPy integers; not floats,
+        bools or strings), each in range for its key; anything else is a one-line :class:`UserError`.
+        """
+        if isinstance(indices, (str, bytes, Mapping)) or not hasattr(indices, "__len__") \
+                or not hasattr(indices, "__iter__"):
+            raise UserError(f"an encoded architecture must be a list of option indices, got {type(indices).__name__}")
+        indices = list(indices)
         if len(indices) != len(self.choices):
             raise UserError(f"an encoded architecture of space {self.name!r} has {len(self.choices)} indices, "
                             f"got {len(indices)}")
-        arch: Arch = {}
-        for (key, options), index in zip(self.choices.items(), indices):
-            index = int(index)
-            if not 0 <= index < len(options):
-                raise UserError(f"option index {index} of {key} is outside [0, {len(options)})")
-            arch[key] = options[index]
-        return arch
+        return {key: options[_option_index(index, key, len(options))]
+                for (key, options), index in zip(self.choices.items(), indices)}
+
+
+def _option_index(value: Any, key: str, count: int) -> int:
+    """``value`` as an option index of ``key`` (which has ``count`` options), or a one-line error."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        index = operator.index(value)
+    except TypeError:
+        raise UserError(f"option index of {key} must be a whole number, got {type(value).__name__}") from None
+    if not 0 <= index < count:
+        raise UserError(f"option index {_brief(index)} of {key} is outside [0, {count})")
+    return index
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)``, except for an integer too long to print (Python refuses over 4,300 digits)."""
+    return "(a huge integer)" if isinstance(value, int) and abs(value) >= 10 ** 100 else repr(value)
 
 
 def check_choices(choices: Mapping[str, tuple[Any, ...]], arch: Any, space_name: str) -> dict[str, Any]:
@@ -272,7 +344,7 @@ def check_choices(choices: Mapping[str, tuple[Any, ...]], arch: Any, space_name:
             raise UserError(f"architecture is missing key {key!r} (space {space_name!r})")
         value = arch[key]
         if value not in options or not any(type(value) is type(o) and value == o for o in options):
-            raise UserError(f"architecture value {key}={value!r} is not one of {list(options)}")
+            raise UserError(f"architecture value {key}={_brief(value)} is not one of {list(options)}")
         clean[key] = value
     return clean
 

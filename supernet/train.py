@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from supernet.checkpoint import load_checkpoint, save_checkpoint
+from supernet.checkpoint import FORMAT, load_resumable, restore, save_checkpoint
 from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
 from supernet.distributed import DEVICES, Group, join
 from supernet.divergence import StepGuard
@@ -43,7 +43,8 @@ from supernet.evaluate import subnet_accuracy
 from supernet.io import write_json
 from supernet.model import Supernet
 from supernet.outdir import claim_folder
-from supernet.space import get_space
+from supernet.schema import ANYTHING, COUNT, NUMBER, TEXT, Each, Nullable, Optional, config_schema
+from supernet.space import SpaceConfig, get_space
 
 
 @dataclass
@@ -83,6 +84,13 @@ TRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's t
     "label_smoothing": unit_interval, "warmup_steps": int_range(0), "random_subnets": int_range(0),
     "seed": random_seed, "val_size": int_range(), "calib_size": int_range(), "subset": int_range(0),
     "checkpoint_every": int_range(), "stop_after": int_range(0), "nonfinite_limit": int_range()}
+
+# What train() reads from OUT/last.pt to resume (besides the space and state dict every checkpoint has).
+RESUMABLE = {"train_config": config_schema(TrainConfig),
+             "optimizer": {"state": Each(ANYTHING), "param_groups": [Each(ANYTHING)]},
+             "progress": {"step": COUNT, "losses": Optional([Nullable(NUMBER)]),
+                          "nonfinite": Optional({"in_a_row": Optional(COUNT), "skipped": Optional(COUNT)})},
+             "command": Optional(Nullable([TEXT]))}
 
 RUN_FILES = ("last.pt", "final.pt", "metrics.json")  # what makes OUT a training run; --overwrite removes them
 
@@ -187,7 +195,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     last = out / "last.pt"
     state: dict[str, Any] | None = None
     if resume:
-        state = group.from_main(lambda: load_checkpoint(last))
+        state = group.from_main(lambda: load_resumable(last, FORMAT, RESUMABLE))
         stop_after = config.stop_after
         try:
             config = dataclasses.replace(TrainConfig(**state["train_config"]), stop_after=stop_after)
@@ -197,8 +205,11 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
             print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
     config.validate()
     space = get_space(config.space)
+    if state is not None and SpaceConfig.from_dict(state["space"]) != space.config:
+        raise UserError(f"--resume: {last} holds a supernet whose space differs from the registered space "
+                        f"{config.space!r}; start a new run without --resume")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=config.val_size, seed=config.seed)
+                         val_size=config.val_size, seed=config.seed, num_classes=space.config.num_classes)
     train_set = training_images(splits, config.subset)
     group.check_batch_size(config.batch_size, len(train_set))
     torch.manual_seed(config.seed)
@@ -209,8 +220,8 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     guard = StepGuard(model, config.nonfinite_limit, str(last), verbose=group.is_main,
                       saved=state["progress"]["step"] if state is not None else None)
     if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore(model, state["state_dict"], last, "weights")
+        restore(optimizer, state["optimizer"], last, "optimizer state")
         step = state["progress"]["step"]
         losses = (list(state["progress"].get("losses", [])) + [None] * step)[:step]  # None: not recorded
         guard.load_state_dict(state["progress"].get("nonfinite", {}))

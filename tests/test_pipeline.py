@@ -99,8 +99,12 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((tiny_run / "final.pt").read_bytes()[:5000])
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"scenarios": [{"name": "cpu:10"}], "winners": {"cpu:10": {}}, "history": [],
-                                   "pareto_front": [], "latency_metric": "latency_ms@cpu"}))
+    winner = {"arch": {}, "arch_string": "a", "generation": 0, "metrics": {"val_top1": 0.5, "latency_ms@cpu": 5.0},
+              "predicted_latency_ms": 5.0, "measured_latency_ms": 5.0, "meets_budget": True, "budget_ms": 10.0,
+              "device": "cpu"}
+    results.write_text(json.dumps({"scenarios": [{"name": "cpu:10", "device": "cpu", "latency_ms": 10.0}],
+                                   "winners": {"cpu:10": winner}, "history": [], "pareto_front": [],
+                                   "latency_metric": "latency_ms@cpu"}))
     args = [str(tiny_run / "final.pt") if a == "CKPT" else str(corrupt) if a == "CORRUPT" else
             str(results) if a == "RESULTS" else a for a in args]
     result = run_module(*args, check=False)

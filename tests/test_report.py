@@ -68,15 +68,24 @@ def test_report_refuses_a_file_that_is_not_search_results(tmp_path: Path) -> Non
 
 def test_the_one_results_reader_refuses_what_every_command_would_trip_on(tmp_path: Path) -> None:
     """export, retrain, ensemble and report all read results through ``search.run.read_results``."""
-    good = {"scenarios": [{"name": "cpu:10"}], "winners": {}, "history": [], "pareto_front": [],
-            "latency_metric": "latency_ms@cpu"}
+    record = {"arch": {"stage1.depth": 2}, "arch_string": "k3e3-k3e3", "generation": 0,
+              "metrics": {"val_top1": 0.5, "latency_ms@cpu": 4.0}}
+    winner = {**record, "predicted_latency_ms": 4.0, "measured_latency_ms": 4.2, "meets_budget": True,
+              "budget_ms": 10.0, "device": "cpu"}
+    good = {"scenarios": [{"name": "cpu:10", "device": "cpu", "latency_ms": 10.0}], "winners": {"cpu:10": winner},
+            "history": [record], "pareto_front": ["k3e3-k3e3"], "latency_metric": "latency_ms@cpu"}
     path = tmp_path / "results.json"
     path.write_text(json.dumps(good))
     assert read_results(path) == good
     for bad, message in (([good], "is not the results.json of a search"),
                          ({k: v for k, v in good.items() if k != "history"}, "is not the results.json of a search"),
                          ({**good, "winners": []}, "is a malformed search results.json"),
-                         ({**good, "pareto_front": "a"}, "is a malformed search results.json")):
+                         ({**good, "pareto_front": "a"}, "is a malformed search results.json"),
+                         ({**good, "pareto_front": ["k7e6"]}, "k7e6.* is not in its history"),
+                         ({**good, "winners": {"cpu:10": {**winner, "measured_latency_ms": 0}}},
+                          r"winners\['cpu:10'\].measured_latency_ms must be a positive"),
+                         ({**good, "history": [{**record, "metrics": {"val_top1": 0.5}}]},
+                          r"history\[0\].metrics lacks the latency metric")):
         path.write_text(json.dumps(bad))
         with pytest.raises(UserError, match=message):
             read_results(path)

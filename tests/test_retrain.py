@@ -110,7 +110,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path, ti
     (["--arch", ARCH, "--mode", "last-stages", "--stages", "9"], "--stages 9 exceeds the space's 4 stages"),
     (["--arch", "k3e3|bad"], "architecture string"),
     (["--arch", ARCH, "--epochs", "0"], "argument --epochs: must be an integer from 1"),
-    (["--resume"], "does not exist; train one with `python -m search.retrain`"),
+    (["--resume"], "does not exist, so there is no interrupted run"),
     (["--subnet-typo"], "unrecognized arguments"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, fake_data: Path, fast_table: Path,

@@ -140,13 +140,14 @@ def fill_disk_for(target: Path, monkeypatch: pytest.MonkeyPatch, room: int = 64)
     return filled
 
 
-RESULTS = {  # the least of a search's results.json that the report and the picture need
-    "latency_metric": "latency_ms@cpu", "scenarios": [{"name": "cpu:2", "latency_ms": 2.0}],
-    "history": [{"arch_string": a, "generation": 0, "metrics": {"val_top1": v, "latency_ms@cpu": ms}}
+RESULTS = {  # the least of a search's results.json that its reader accepts
+    "latency_metric": "latency_ms@cpu", "scenarios": [{"name": "cpu:2", "device": "cpu", "latency_ms": 2.0}],
+    "history": [{"arch": {}, "arch_string": a, "generation": 0, "metrics": {"val_top1": v, "latency_ms@cpu": ms}}
                 for a, v, ms in (("small", 0.5, 1.0), ("big", 0.7, 3.0))],
     "pareto_front": ["small", "big"],
-    "winners": {"cpu:2": {"arch_string": "small", "metrics": {"val_top1": 0.5}, "predicted_latency_ms": 1.0,
-                          "measured_latency_ms": 1.1, "budget_ms": 2.0, "meets_budget": True}},
+    "winners": {"cpu:2": {"arch": {}, "arch_string": "small", "generation": 0,
+                          "metrics": {"val_top1": 0.5, "latency_ms@cpu": 1.0}, "predicted_latency_ms": 1.0,
+                          "measured_latency_ms": 1.1, "budget_ms": 2.0, "meets_budget": True, "device": "cpu"}},
 }
 
 
