@@ -295,7 +295,7 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
             raise UserError(f"latency table {path} lacks a valid {key!r} field; rebuild it")
     _check_measurements(data, f"latency table {path}", "rebuild the table")
     try:
-        config = SpaceConfig.from_dict(data["space"])
+        config = SpaceConfig.from_dict(data["space"], f"latency table {path}")
         names = {f.name for f in dataclasses.fields(TimingSettings)}
         TimingSettings(**{k: v for k, v in data["settings"].items() if k in names})
     except (TypeError, ValueError, KeyError) as err:
