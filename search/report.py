@@ -20,7 +20,7 @@ from search.ensemble import RESULTS_SCHEMA as ENSEMBLE_SCHEMA
 from search.retrain import RESULTS_SCHEMA as RETRAIN_SCHEMA
 from search.run import read_results
 from supernet.errors import ArgumentParser, run_cli
-from supernet.io import atomic_write, read_json, refuse_folder
+from supernet.io import atomic_write, is_folder, read_json, refuse_folder
 from supernet.outdir import check_regular, claim_file
 from supernet.schema import check_document
 
@@ -48,7 +48,7 @@ def ms(value: float | None) -> str:
 def find_runs(folder: Path, name: str, named: Sequence[str], schema: Any) -> list[tuple[Path, dict[str, Any]]]:
     """``name`` files (retrain.json, ensemble.json) in ``folder``'s subfolders, plus the ``named`` ones, each
     checked against the ``schema`` of what this report reads from it."""
-    paths = sorted(folder.glob(f"*/{name}")) + [Path(p) / name if Path(p).is_dir() else Path(p) for p in named]
+    paths = sorted(folder.glob(f"*/{name}")) + [Path(p) / name if is_folder(Path(p)) else Path(p) for p in named]
     what = name.removesuffix(".json") + " results"
     seen: dict[Path, dict[str, Any]] = {}
     for path in paths:

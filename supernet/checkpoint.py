@@ -26,7 +26,7 @@ import torch
 
 from supernet.divergence import nonfinite_tensors
 from supernet.errors import UserError
-from supernet.io import atomic_serialize
+from supernet.io import atomic_serialize, check_input
 from supernet.model import Subnet, Supernet
 from supernet.schema import ANYTHING, COUNT, TEXT, Each, Nullable, Optional, check_document
 from supernet.space import Space, SpaceConfig
@@ -88,6 +88,7 @@ def _read_verified(path: Path, what: str) -> dict[str, Any] | Any:
     """``torch.load`` of ``path`` once every zip member's CRC-32 has been checked; one-line errors otherwise."""
     def corrupt(reason: str) -> UserError:
         return UserError(f"checkpoint {path} is corrupt, truncated or not a {what} checkpoint ({reason[:200]})")
+    check_input(path, "checkpoint")
     try:
         blob = path.read_bytes()
         damaged = damaged_member(blob)

@@ -13,7 +13,7 @@ import argparse
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from tqdm import tqdm
 
@@ -38,6 +38,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {' '.join(message.splitlines())} (see --help)\n")
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        """As argparse's, but an argument holding a NUL byte is refused: no path or value can hold one (a
+        shell cannot even pass it), and the system calls a path reaches would raise ``ValueError``."""
+        for arg in sys.argv[1:] if args is None else args:
+            if isinstance(arg, str) and "\x00" in arg:
+                self.error(f"argument {arg!r} holds a NUL byte")
+        return super().parse_known_args(args, namespace)
 
 
 class Diverged(Exception):
@@ -139,12 +147,20 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     and 3.
 
     Progress bars the error interrupted are closed first, so the message is the last line, on its own, rather
-    than glued to a bar that is redrawn after it.
+    than glued to a bar that is redrawn after it. An :class:`OSError` about a named file that no check turned
+    into a :class:`UserError` (a path the system cannot even look up, say) is still one line naming the file:
+    it is the user's file or the machine's state, never this tool's bug.
     """
     try:
         main(argv)
     except UserError as err:
         message, status = f"error: {err}", 2
+    except OSError as err:
+        if err.filename is None:
+            raise
+        name = str(err.filename)
+        name = name if len(name) <= 200 else f"{name[:200]}... ({len(name)} characters)"
+        message, status = f"error: cannot use {name}: {err.strerror or err}; check the path", 2
     except Diverged as err:
         message, status = f"error: {err}", 3
     except KeyboardInterrupt:

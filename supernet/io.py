@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
@@ -150,11 +151,19 @@ def _running(pid: int) -> bool:
     return True
 
 
+def is_folder(path: Path) -> bool:
+    """``path.is_dir()``, False where the path cannot even be looked at (a name too long): the write says why."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def refuse_folder(out: str, flag: str, file_name: str) -> Path:
     """``out`` (the value of ``flag``) as the path of a file to write; a value that names a folder (``.``,
     ``/``, ``dir/``, an existing folder) is refused in one line that suggests ``out/file_name`` instead."""
     path = Path(out)
-    if out.endswith(("/", os.sep)) or path.name in ("", ".", "..") or path.is_dir():
+    if out.endswith(("/", os.sep)) or path.name in ("", ".", "..") or is_folder(path):
         raise UserError(f"{flag} {out} names a folder; give a file name in it, e.g. {flag} "
                         f"{os.path.join(out, file_name)}")
     return path
@@ -166,9 +175,27 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def check_input(path: str | os.PathLike, what: str) -> None:
+    """Refuse an input ``path`` that exists but is not a regular file, in one line naming ``what``.
+
+    Reading a FIFO would wait for a writer for ever, and a folder or a device is no file of this tool; a
+    missing file is left to the reader, whose message says what to make.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if isinstance(err, (FileNotFoundError, NotADirectoryError)):
+            return
+        raise UserError(f"cannot read {what} {path}: {err.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+        raise UserError(f"{what} {path} is {kind}; name the file itself")
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     """Read a JSON file, with a one-line error naming it when it is missing or malformed."""
     path = Path(path)
+    check_input(path, what)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
