@@ -142,3 +142,15 @@ def test_normalisation_is_per_channel_standard_on_the_training_split(cifar_slice
     assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
     plain = next(iter(batches(splits.train, 50)))[0]
     assert plain.min() >= 0 and plain.max() <= 1, "without normalize the inputs stay in [0, 1]"
+
+
+def test_train_crop_padding_flag_is_recorded_and_resumable(cifar_slice: Path) -> None:
+    from supernet.train import epoch_batches, parse_args
+    config = parse_args(["--crop-padding", "4", "--batch-size", "32"])[0]
+    assert config.crop_padding == 4 and parse_args([])[0].crop_padding == 0  # off unless asked: runs as before
+    data = load(cifar_slice).train
+    whole = [x for x, _ in epoch_batches(data, config, epoch=2)]
+    resumed = [x for x, _ in epoch_batches(data, config, epoch=2, start=2)]
+    assert all(torch.equal(a, b) for a, b in zip(whole[2:], resumed)) and len(whole) == len(resumed) + 2
+    plain = parse_args(["--batch-size", "32"])[0]
+    assert not torch.equal(whole[0], next(iter(epoch_batches(data, plain, epoch=2)))[0]), "the flag changed nothing"
