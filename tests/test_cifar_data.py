@@ -154,3 +154,13 @@ def test_train_crop_padding_flag_is_recorded_and_resumable(cifar_slice: Path) ->
     assert all(torch.equal(a, b) for a, b in zip(whole[2:], resumed)) and len(whole) == len(resumed) + 2
     plain = parse_args(["--batch-size", "32"])[0]
     assert not torch.equal(whole[0], next(iter(epoch_batches(data, plain, epoch=2)))[0]), "the flag changed nothing"
+
+
+def test_unwritable_cache_folder_is_a_warning_not_a_failed_load(cifar_slice: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = cifar_slice.parent / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ONESHOT_CACHE", str(blocker / "cache"))  # a folder under a regular file cannot be made
+    splits = load(cifar_slice)
+    err = capsys.readouterr().err
+    assert len(splits.test) == 10 * PER_CLASS and "warning: images not cached: cannot create folder" in err, err
