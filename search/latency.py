@@ -48,7 +48,7 @@ from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
 from search.timing import MAX_MS, MIN_MS, RUNTIMES, Timer, TimingSettings, plausible_ms, prepare
 from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, random_seed, run_cli
-from supernet.io import read_json, refuse_folder, verify_checksum, with_checksum, write_json
+from supernet.io import cache_dir as io_cache_dir, read_json, refuse_folder, verify_checksum, with_checksum, write_json
 from supernet.kernels import lut_sum
 from supernet.model import Subnet, unit_keys, units
 from supernet.outdir import check_regular, claim_file, claim_folder
@@ -138,8 +138,8 @@ def space_hash(config: SpaceConfig) -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("ONESHOT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oneshot-nas"
-    return Path(root) / "latency"
+    """Where latency tables are cached (see :func:`supernet.io.cache_dir`)."""
+    return io_cache_dir("latency")
 
 
 def default_table_path(config: SpaceConfig, fp: Mapping[str, Any], settings: TimingSettings = TimingSettings()) -> Path:

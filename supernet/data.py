@@ -4,11 +4,20 @@ Fashion-MNIST comes from the Debian package ``dataset-fashion-mnist`` (IDX files
 an ImageFolder-style directory (``DIR/train/<class>/*.png`` and ``DIR/test/<class>/*.png``). The validation
 split is a fixed, seeded draw from the training images and is what search sees; the test split is only for
 final numbers.
+
+An ImageFolder is decoded once: its uint8 images, labels and class names are cached in the project's cache
+folder (:func:`supernet.io.cache_dir`, never in the data folder, which may be read-only), keyed on the folder's
+resolved path and the image shape, and checked against a fingerprint of its file listing (names, sizes, mtimes)
+so a changed folder is decoded again. A damaged cache is a warning and a fresh decode, never a failed load.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
+import stat
 import struct
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -16,8 +25,11 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 from supernet.errors import UserError
+from supernet.io import atomic_serialize, cache_dir
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -109,7 +121,9 @@ def _read_image(file: Path, channels: int, size: int) -> torch.Tensor:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise UserError(f"image {file} is {img.width}x{img.height} pixels, more than this tool decodes "
                                     f"({MAX_IMAGE_PIXELS // 2 ** 20} Mpixel): shrink it or leave it out")
-                img = img.convert("L" if channels == 1 else "RGB").resize((size, size))
+                img = img.convert("L" if channels == 1 else "RGB")
+                if img.size != (size, size):
+                    img = img.resize((size, size))
                 pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     except UserError:
         raise
@@ -121,16 +135,101 @@ def _read_image(file: Path, channels: int, size: int) -> torch.Tensor:
     return pixels.reshape(size, size, channels).permute(2, 0, 1)
 
 
-def _load_folder(root: Path, split: str, classes: list[str], channels: int, size: int) -> ImageSet:
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for file in _entries(root / split / name):
-            if file.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(_read_image(file, channels, size))
-                labels.append(label)
-    if not images:
+def _listing(root: Path, split: str, classes: list[str]) -> list[tuple[Path, int]]:
+    """The image files of ``root/split`` with their labels, in class order then name order."""
+    return [(file, label) for label, name in enumerate(classes) for file in _entries(root / split / name)
+            if file.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _decode(root: Path, split: str, files: list[tuple[Path, int]], channels: int, size: int) -> ImageSet:
+    """Decode ``files`` (a :func:`_listing`) with a progress bar; a split without images is one line."""
+    if not files:
         raise UserError(f"dataset folder {root / split} holds no images")
-    return ImageSet(torch.stack(images).contiguous(), torch.tensor(labels))
+    bar = tqdm(files, desc=f"decoding {root / split}", unit="img", leave=False, mininterval=1.0,
+               disable=len(files) < 1000)
+    images = [_read_image(file, channels, size) for file, _ in bar]
+    return ImageSet(torch.stack(images).contiguous(), torch.tensor([label for _, label in files], dtype=torch.int64))
+
+
+CACHE_FORMAT = "oneshot-nas image cache 1"  # bump when what a cache file holds changes
+
+
+def _fingerprint(root: Path, listings: dict[str, list[tuple[Path, int]]]) -> str:
+    """A hash of what decoding would read: every file's name relative to ``root``, label, size and mtime."""
+    digest = hashlib.sha256()
+    for split, files in listings.items():
+        for file, label in files:
+            try:
+                info = file.stat()
+            except OSError as err:
+                raise UserError(f"cannot read image {file}: {err.strerror or err}") from None
+            digest.update(f"{split}\0{file.relative_to(root)}\0{label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def image_cache_path(root: Path, channels: int, size: int) -> Path:
+    """The cache file of ImageFolder ``root`` decoded to ``channels`` x ``size`` x ``size``: in the project's cache
+    folder, named by the folder's resolved path and the image shape (the contents' fingerprint is inside)."""
+    key = hashlib.sha256(f"{root.resolve()}\0{channels}\0{size}".encode()).hexdigest()[:16]
+    return cache_dir("data") / f"{root.resolve().name or 'root'}-{channels}x{size}-{key}.pt"
+
+
+def _read_cache(path: Path, fingerprint: str, classes: list[str], channels: int,
+                size: int) -> dict[str, ImageSet] | None:
+    """The splits cached in ``path`` if it holds exactly this folder's decoded images, else None.
+
+    A missing file or one made from another state of the folder is a plain miss; a file that cannot be read
+    or is not a cache of this tool (truncated, corrupt, foreign) is a miss with a one-line warning.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError("not a regular file")
+        cached = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001  (a damaged file may make the unpickler raise anything)
+        return _cache_warning(path, (str(err).strip().splitlines() or [type(err).__name__])[0][:120])
+    if not isinstance(cached, dict) or cached.get("format") != CACHE_FORMAT:
+        return _cache_warning(path, "not an image cache of this version")
+    if cached.get("fingerprint") != fingerprint or cached.get("classes") != classes:
+        return None  # the folder changed since the cache was written
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = cached.get(split, {}).get("images"), cached.get(split, {}).get("labels")
+        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dtype == torch.uint8
+                and images.shape[1:] == (channels, size, size) and labels.dtype == torch.int64
+                and labels.shape == images.shape[:1] and (len(labels) == 0 or 0 <= labels.min() <= labels.max()
+                                                          < len(classes))):
+            return _cache_warning(path, f"its {split} split is malformed")
+        splits[split] = ImageSet(images, labels)
+    return splits
+
+
+def _cache_warning(path: Path, reason: str) -> None:
+    print(f"warning: image cache {path} is unusable ({reason}); decoding the images again", file=sys.stderr)
+    return None
+
+
+def _write_cache(path: Path, fingerprint: str, classes: list[str], splits: dict[str, ImageSet]) -> None:
+    """Save decoded ``splits`` atomically; a cache that cannot be written is a warning, not a failed load."""
+    payload = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "classes": classes,
+               **{split: {"images": data.images, "labels": data.labels} for split, data in splits.items()}}
+    try:
+        atomic_serialize(path, lambda buffer: torch.save(payload, buffer))
+    except UserError as err:
+        print(f"warning: images not cached: {err}", file=sys.stderr)
+
+
+def _load_folder(root: Path, classes: list[str], channels: int, size: int) -> tuple[ImageSet, ImageSet]:
+    """The train and test splits of ImageFolder ``root``, decoded once and then read from the image cache."""
+    listings = {split: _listing(root, split, classes) for split in ("train", "test")}
+    fingerprint = _fingerprint(root, listings)
+    path = image_cache_path(root, channels, size)
+    splits = _read_cache(path, fingerprint, classes, channels, size)
+    if splits is None:
+        splits = {split: _decode(root, split, files, channels, size) for split, files in listings.items()}
+        _write_cache(path, fingerprint, classes, splits)
+    return splits["train"], splits["test"]
 
 
 def _folder_classes(root: Path, num_classes: int | None) -> list[str]:
@@ -171,8 +270,7 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
                             f"{(channels, size, size)}")
     elif (root / "train").is_dir() and (root / "test").is_dir():
         names = _folder_classes(root, num_classes)
-        train = _load_folder(root, "train", names, channels, size)
-        test = _load_folder(root, "test", names, channels, size)
+        train, test = _load_folder(root, names, channels, size)
         classes = tuple(names)
     elif str(root) == DEFAULT_DATA:
         raise UserError(f"Fashion-MNIST not found in {root}: install it with "
@@ -186,22 +284,67 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
     return Splits(train.subset(order[val_size:]), train.subset(order[:val_size]), test, classes, str(root))
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images to the float input every model here takes: values in [0, 1]."""
-    return images.float().div_(255.0)
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of inputs in [0, 1]
+
+
+def channel_stats(data: ImageSet, chunk: int = 4096) -> Normalization:
+    """Per-channel mean and standard deviation of ``data``'s pixels scaled to [0, 1] (for the training split,
+    the normalisation CIFAR-10 is trained with); summed in float64, ``chunk`` images at a time."""
+    channels = data.images.shape[1]
+    total, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    for first in range(0, len(data), chunk):
+        pixels = data.images[first:first + chunk].to(torch.float64).div_(255.0)
+        total += pixels.sum(dim=(0, 2, 3))
+        squares += pixels.square().sum(dim=(0, 2, 3))
+    count = len(data) * data.images.shape[2] * data.images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def to_float(images: torch.Tensor, normalize: Normalization | None = None) -> torch.Tensor:
+    """uint8 images to the float input a model takes: values in [0, 1], or with ``normalize = (mean, std)``
+    shifted and scaled per channel (``(x - mean) / std``), as a model trained with that normalisation expects."""
+    x = images.float().div_(255.0)
+    if normalize is not None:
+        mean, std = (torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in normalize)
+        x.sub_(mean).div_(std)
+    return x
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``images`` (``[N, C, H, W]``) zero-padded by ``padding`` pixels on every side and cropped
+    back to ``H x W`` at an offset drawn from ``generator`` (uniform over the ``(2 * padding + 1) ** 2``)."""
+    n, _, height, width = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+    rows = (offsets[:, :1] + torch.arange(height)).view(n, height, 1)
+    cols = (offsets[:, 1:] + torch.arange(width)).view(n, 1, width)
+    return padded[torch.arange(n).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+CROP_STREAM = 1 << 62  # crop draws are seeded apart from the flips' (seed * 1_000_003 + batch) seeds
 
 
 def batches(data: ImageSet, batch_size: int, *, order: torch.Tensor | None = None, start: int = 0,
-            flip_seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            flip_seed: int | None = None, crop_padding: int = 0, crop_seed: int | None = None,
+            normalize: Normalization | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield float ``(images, labels)`` batches in ``order`` (default: as stored), from batch ``start``.
 
-    With ``flip_seed``, half of the images are flipped horizontally; the draw depends only on the seed and
-    the batch's index, so a run resumed mid-epoch sees the same batches as one that was not interrupted.
+    With ``flip_seed``, half of the images are flipped horizontally; with ``crop_padding`` (and ``crop_seed``),
+    each image is a random crop of itself zero-padded by that many pixels (CIFAR's 4-pixel padded crop). Every
+    draw depends only on its seed and the batch's index, so a run resumed mid-epoch sees the same batches as
+    one that was not interrupted. ``normalize``: see :func:`to_float`; padding is black before normalisation.
     """
+    if crop_padding and crop_seed is None:
+        raise ValueError("crop_padding needs a crop_seed")
     index = torch.arange(len(data)) if order is None else order
     for number, first in enumerate(range(start * batch_size, len(index), batch_size), start):
         pick = index[first:first + batch_size]
-        images = to_float(data.images[pick])
+        raw = data.images[pick]
+        if crop_padding:
+            raw = random_crop(raw, crop_padding, torch.Generator().manual_seed(CROP_STREAM + crop_seed * 1_000_003 + number))
+        images = to_float(raw, normalize)
         if flip_seed is not None:
             generator = torch.Generator().manual_seed(flip_seed * 1_000_003 + number)
             flip = torch.rand(len(pick), generator=generator) < 0.5

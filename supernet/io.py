@@ -169,6 +169,17 @@ def refuse_folder(out: str, flag: str, file_name: str) -> Path:
     return path
 
 
+def cache_dir(kind: str) -> Path:
+    """The project's cache folder for ``kind`` (``latency``, ``data``): ``$ONESHOT_CACHE/kind``, else
+    ``$XDG_CACHE_HOME/oneshot-nas/kind`` (default ``~/.cache/oneshot-nas/kind``).
+
+    Caches live here and never beside a user's input, which may be read-only or shared.
+    """
+    root = os.environ.get("ONESHOT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+        "oneshot-nas"
+    return Path(root) / kind
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"

@@ -63,6 +63,7 @@ class TrainConfig:
     warmup_steps: int = 100
     random_subnets: int = 2
     flip: bool = True
+    crop_padding: int = 0  # random crops of each image zero-padded by this many pixels (CIFAR-10: 4); 0: none
     seed: int = 0
     val_size: int = 5000
     calib_size: int = 2000
@@ -82,7 +83,7 @@ TRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's t
     "epochs": int_range(), "batch_size": int_range(), "lr": positive_float,
     "momentum": float_range(0.0, 1.0, below=True), "weight_decay": non_negative_float,
     "label_smoothing": unit_interval, "warmup_steps": int_range(0), "random_subnets": int_range(0),
-    "seed": random_seed, "val_size": int_range(), "calib_size": int_range(), "subset": int_range(0),
+    "crop_padding": int_range(0, 64), "seed": random_seed, "val_size": int_range(), "calib_size": int_range(), "subset": int_range(0),
     "checkpoint_every": int_range(), "stop_after": int_range(0), "nonfinite_limit": int_range()}
 
 # What train() reads from OUT/last.pt to resume (besides the space and state dict every checkpoint has).
@@ -133,11 +134,12 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
 
 def epoch_batches(train_set: ImageSet, config: TrainConfig, epoch: int,
                   start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch's batches from batch ``start``: order and flips depend only on ``config.seed`` and ``epoch``,
-    so a resumed run sees the batches an uninterrupted one would."""
+    """One epoch's batches from batch ``start``: order, flips and crops depend only on ``config.seed`` and
+    ``epoch``, so a resumed run sees the batches an uninterrupted one would."""
     seed = config.seed * 1000 + epoch
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
-    return batches(train_set, config.batch_size, order=order, start=start, flip_seed=seed if config.flip else None)
+    return batches(train_set, config.batch_size, order=order, start=start, flip_seed=seed if config.flip else None,
+                   crop_padding=config.crop_padding, crop_seed=seed)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, total: int) -> float:
