@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy
 import pytest
@@ -51,6 +52,20 @@ def run_module(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
     if check and result.returncode != 0:
         raise AssertionError(f"python -m {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Latency tables and decoded-image caches that tests make go to a folder of the session's own, never to
+    the user's ``~/.cache/oneshot-nas`` (tests make a new ImageFolder each run: its cache would pile up)."""
+    folder = tmp_path_factory.mktemp("oneshot-cache")
+    previous = os.environ.get("ONESHOT_CACHE")
+    os.environ["ONESHOT_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("ONESHOT_CACHE", None)
+    else:
+        os.environ["ONESHOT_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")
