@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from search.accuracy import agreement, fit_affine, format_row
 from search.plot import scatter_png
-from search.timing import MAX_MS, MIN_MS, RUNTIMES, Timer, TimingSettings, plausible_ms, prepare
+from search.timing import (MAX_MS, MIN_MS, REPEATS, RUNTIMES, WARMUP, Timer, TimingSettings, plausible_ms,
+                           prepare)
 from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, random_seed, run_cli
 from supernet.io import cache_dir as io_cache_dir, read_json, refuse_folder, verify_checksum, with_checksum, write_json
 from supernet.kernels import lut_sum
@@ -301,7 +302,7 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     except (TypeError, ValueError, KeyError) as err:
         raise UserError(f"latency table {path} has a malformed space or settings ({err}); rebuild it") from None
     batch_size = data["fingerprint"].get("batch_size")
-    if not _is_batch_size(batch_size):
+    if not BATCH_SIZE.contains(batch_size):
         raise UserError(f"latency table {path} has no valid batch size in its fingerprint (1 to {MAX_BATCH_SIZE}, "
                         f"got {batch_size!r}); rebuild it")
     if data["settings"].get("reference_probe") and data.get("probe") is None:
@@ -327,7 +328,7 @@ def _check_measurements(data: Mapping[str, Any], what: str, remedy: str) -> None
     """
     for key, entry in data["entries"].items():
         if not (isinstance(entry, dict) and plausible_ms(entry.get("median_ms")) and _is_number(entry.get("spread_ms"))
-                and entry["spread_ms"] <= MAX_MS and _is_count(entry.get("count"))):
+                and entry["spread_ms"] <= MAX_MS and REPEATS.contains(entry.get("count"))):
             raise UserError(f"{what}: entry {key!r} is malformed (a median from {MIN_MS:g} to {MAX_MS:g} ms, a "
                             f"spread and a count are needed); {remedy}")
     for i, point in enumerate(data["calibration"]):  # what calibrate refits from
@@ -338,14 +339,6 @@ def _check_measurements(data: Mapping[str, Any], what: str, remedy: str) -> None
     if probe is not None and not (isinstance(probe, dict) and plausible_ms(probe.get("ms"))):
         raise UserError(f"{what} lacks its reference probe's speed (\"probe\": {{\"ms\": ...}} from {MIN_MS:g} to "
                         f"{MAX_MS:g} ms); {remedy}")
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _is_batch_size(value: Any) -> bool:
-    return _is_count(value) and value <= MAX_BATCH_SIZE
 
 
 def correction_problem(correction: Any, config: SpaceConfig, entries: Mapping[str, Mapping[str, float]]) -> str | None:
@@ -521,8 +514,8 @@ def _resumable(path: Path, fresh: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def check_batch_size(batch_size: Any, flag: str = "--batch-size") -> int:
     """``batch_size`` if it is an integer from 1 to :data:`MAX_BATCH_SIZE`, else a one-line error naming ``flag``."""
-    if not _is_batch_size(batch_size):
-        raise UserError(f"{flag} must be an integer from 1 to {MAX_BATCH_SIZE} (a latency batch), got {batch_size!r}")
+    if not BATCH_SIZE.contains(batch_size):
+        raise UserError(f"{flag} must be {BATCH_SIZE.describe()} (a latency batch), got {batch_size!r}")
     return batch_size
 
 
@@ -785,8 +778,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="measure a table on a device")
     _setting_flags(build)
-    build.add_argument("--warmup", type=int_range(0), default=TimingSettings.warmup)
-    build.add_argument("--repeats", type=int_range(1), default=TimingSettings.repeats)
+    build.add_argument("--warmup", type=WARMUP, default=TimingSettings.warmup)
+    build.add_argument("--repeats", type=REPEATS, default=TimingSettings.repeats)
     build.add_argument("--reference-probe", action=argparse.BooleanOptionalAction, default=True,
                        help="pair every timed call with a reference probe (default: on; see search.timing)")
     build.add_argument("--calibration-subnets", type=int_range(0, DRAWN_MAX), default=DEFAULT_CALIBRATION_SUBNETS,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from supernet.errors import UserError
+from supernet.errors import UserError, int_range
 
 RUNTIMES = ("eager", "torchscript")
 # What a timing may be. Below 1e-4 ms (0.1 us) no forward pass of a network runs (a CUDA event resolves
@@ -34,6 +34,7 @@ MIN_MS, MAX_MS = 1e-4, 1e6
 # Timing settings a table or a flag may ask for: more repeats or warm-up calls than this is a hang, not a
 # measurement (the defaults are 30 and 10), and more threads than any machine has cores is a corrupt file.
 MAX_CALLS, MAX_THREADS = 100_000, 1024
+WARMUP, REPEATS, THREADS_RANGE = int_range(0, MAX_CALLS), int_range(1, MAX_CALLS), int_range(0, MAX_THREADS)
 
 Call = Callable[[], object]
 
@@ -50,19 +51,15 @@ class TimingSettings:
 
     def __post_init__(self) -> None:
         """Refuse settings no timing can run with: what a flag or a corrupt table may hold."""
-        counts = {"warmup": (self.warmup, 0, MAX_CALLS), "repeats": (self.repeats, 1, MAX_CALLS),
-                  "threads": (self.threads, 0, MAX_THREADS)}
-        for name, (value, low, high) in counts.items():
-            if not (_is_int(value) and low <= value <= high):
-                raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+        counts = {"warmup": (self.warmup, WARMUP), "repeats": (self.repeats, REPEATS),
+                  "threads": (self.threads, THREADS_RANGE)}
+        for name, (value, allowed) in counts.items():
+            if not allowed.contains(value):
+                raise ValueError(f"{name} must be {allowed.describe()}, got {value!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if not isinstance(self.reference_probe, bool):
             raise ValueError(f"reference_probe must be true or false, got {self.reference_probe!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def plausible_ms(value: Any) -> bool:

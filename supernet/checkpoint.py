@@ -26,8 +26,9 @@ import torch
 
 from supernet.divergence import nonfinite_tensors
 from supernet.errors import UserError
-from supernet.io import atomic_serialize, check_input
+from supernet.io import atomic_serialize
 from supernet.model import Subnet, Supernet
+from supernet.outdir import check_input
 from supernet.schema import ANYTHING, COUNT, TEXT, Each, Nullable, Optional, check_document
 from supernet.space import Space, SpaceConfig
 

@@ -13,13 +13,12 @@ import io
 import json
 import os
 import re
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 from supernet.errors import UserError
-from supernet.outdir import check_regular
+from supernet.outdir import check_input, check_regular
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -184,23 +183,6 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def check_input(path: str | os.PathLike, what: str) -> None:
-    """Refuse an input ``path`` that exists but is not a regular file, in one line naming ``what``.
-
-    Reading a FIFO would wait for a writer for ever, and a folder or a device is no file of this tool; a
-    missing file is left to the reader, whose message says what to make.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        if isinstance(err, (FileNotFoundError, NotADirectoryError)):
-            return
-        raise UserError(f"cannot read {what} {path}: {err.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
-        raise UserError(f"{what} {path} is {kind}; name the file itself")
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

@@ -42,16 +42,36 @@ def lock_path(path: str | os.PathLike, folder: bool) -> Path:
 
 def check_regular(path: str | os.PathLike, role: str = "an output") -> None:
     """Refuse ``path`` if it exists and is not a regular file or a folder (symbolic links are followed)."""
+    mode = _mode(path, f"cannot use {path} as {role}")
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"{path} is a {_special_kind(mode)}, not a regular file or a folder; refusing to use it as "
+                        f"{role} (it would be replaced): name another path")
+
+
+def check_input(path: str | os.PathLike, what: str) -> None:
+    """Refuse an input ``path`` that exists but is not a regular file, in one line naming ``what``.
+
+    Reading a FIFO would wait for a writer for ever, and a folder or a device is no file of this tool; a
+    missing file is left to the reader, whose message says what to make.
+    """
+    mode = _mode(path, f"cannot read {what} {path}")
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else f"a {_special_kind(mode)}, not a regular file"
+        raise UserError(f"{what} {path} is {kind}; name the file itself")
+
+
+def _mode(path: str | os.PathLike, failure: str) -> int | None:
+    """``path``'s file mode (links followed), None where nothing is there; one line ``failure: reason`` else."""
     try:
-        mode = os.stat(path).st_mode
+        return os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return None
     except OSError as err:
-        raise UserError(f"cannot use {path} as {role}: {err.strerror}") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = next((name for test, name in _KINDS if test(mode)), "special file")
-        raise UserError(f"{path} is a {kind}, not a regular file or a folder; refusing to use it as {role} "
-                        "(it would be replaced): name another path")
+        raise UserError(f"{failure}: {err.strerror}") from None
+
+
+def _special_kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
 _KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
