@@ -9,7 +9,9 @@ the values of blocks beyond a stage's depth do not change the network. The canon
 active blocks only (``"k5e4-k3e6-k7e3|k3e3-k3e3|..."``: stages split by ``|``, blocks by ``-``), so two dicts
 describe the same network exactly when their strings are equal: the string is the cache key everywhere.
 
-Spaces are registered by name (:func:`register_space`) and built with :func:`get_space`.
+This module is the ``mbv3`` family's choices (its supernet and subnets are in :mod:`supernet.model`); spaces
+of every family are registered by name (:func:`supernet.family.register_space`) and built with
+:func:`get_space`.
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ import operator
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from supernet.errors import UserError
+from supernet.family import (SlotLayout, Unit, UnitCosts, get_space, list_spaces, register_family,  # noqa: F401
+                             register_space)
 
 Arch = dict[str, int]
 
@@ -53,6 +57,7 @@ class SpaceConfig:
     the classifier. Neither is searched.
     """
 
+    family: ClassVar[str] = "mbv3"
     name: str
     in_channels: int
     input_size: int
@@ -121,7 +126,7 @@ class SpaceConfig:
         return total + width * self.head_channels + self.head_channels * features + features * self.num_classes
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"family": self.family, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "") -> "SpaceConfig":
@@ -129,6 +134,8 @@ class SpaceConfig:
         the one-line error about a malformed or oversized config."""
         try:
             fields = dict(data)
+            if fields.pop("family", cls.family) != cls.family:
+                raise ValueError(f"it is of family {data['family']!r}, not {cls.family!r}")
             fields["stages"] = tuple(StageConfig(**s) for s in fields["stages"])
             for key in ("depths", "kernels", "expands"):
                 fields[key] = tuple(fields[key])
@@ -173,6 +180,24 @@ class Space:
         for s in range(self.num_stages):
             for b in range(arch[f"stage{s + 1}.depth"]):
                 yield s, b, arch[f"stage{s + 1}.block{b}.kernel"], arch[f"stage{s + 1}.block{b}.expand"]
+
+    def layout(self) -> SlotLayout:
+        """Stages of blocks: each stage uses its depth's first blocks; a block's choice is kernel x expand."""
+        c = self.config
+        return SlotLayout(self.num_stages, c.depths, len(c.kernels) * len(c.expands), len(c.expands))
+
+    def slots(self, arch: Mapping[str, Any]) -> Iterator[tuple[int, int, int]]:
+        """``(stage, block, choice)`` of every active block of a validated ``arch`` (see :meth:`layout`)."""
+        c = self.config
+        for s, b, k, e in self.blocks(arch):
+            yield s, b, c.kernels.index(k) * len(c.expands) + c.expands.index(e)
+
+    def to_codes(self, arch: Mapping[str, Any]) -> list[int]:
+        """The sampler's code of ``arch``: its option indices in key order (:meth:`to_indices`)."""
+        return self.to_indices(arch)
+
+    def from_codes(self, codes: Sequence[int]) -> Arch:
+        return self.from_indices(codes)
 
     def to_string(self, arch: Mapping[str, Any]) -> str:
         """Canonical string: equal for two dicts exactly when they describe the same network."""
@@ -349,33 +374,6 @@ def check_choices(choices: Mapping[str, tuple[Any, ...]], arch: Any, space_name:
     return clean
 
 
-# ---- registry -------------------------------------------------------------------------------------
-_REGISTRY: dict[str, Callable[[], SpaceConfig]] = {}
-
-
-def register_space(name: str) -> Callable[[Callable[[], SpaceConfig]], Callable[[], SpaceConfig]]:
-    """Decorator: register a function returning the :class:`SpaceConfig` of a named space."""
-
-    def wrap(factory: Callable[[], SpaceConfig]) -> Callable[[], SpaceConfig]:
-        if name in _REGISTRY:
-            raise ValueError(f"space {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def list_spaces() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_space(name: str) -> Space:
-    """Build a registered space by name."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown search space {name!r}; registered: {', '.join(list_spaces())}")
-    return Space(_REGISTRY[name]())
-
-
 @register_space("mbv3")
 def mbv3() -> SpaceConfig:
     """MobileNetV3-style space for 28x28 greyscale images (Fashion-MNIST): 4 elastic stages.
@@ -424,3 +422,41 @@ def mbv3_imagenet() -> SpaceConfig:
         first_block=True,
         feature_channels=1280,
     )
+
+
+class Mbv3Family:
+    """MobileNetV3-style elastic stages (depth, kernel, expand): :mod:`supernet.model` builds the networks."""
+
+    name = "mbv3"
+    default_sampling = "sandwich"
+
+    def config_from_dict(self, data: Mapping[str, Any], source: str) -> SpaceConfig:
+        return SpaceConfig.from_dict(data, source)
+
+    def space(self, config: SpaceConfig) -> Space:
+        return Space(config)
+
+    def supernet(self, config: SpaceConfig) -> Any:
+        from supernet.model import Supernet
+        return Supernet(config)
+
+    def subnet(self, config: SpaceConfig, arch: Mapping[str, Any]) -> Any:
+        from supernet.model import Subnet
+        return Subnet(config, arch)
+
+    def units(self, config: SpaceConfig) -> Iterator[Unit]:
+        from supernet.model import units
+        return units(config)
+
+    def unit_costs(self, config: SpaceConfig) -> UnitCosts:
+        """Stem and head always; block ``b`` of stage ``s`` with choice ``c`` costs its own unit."""
+        slots = {}
+        for s in range(len(config.stages)):
+            for b in range(max(config.depths)):
+                for ki, k in enumerate(config.kernels):
+                    for ei, e in enumerate(config.expands):
+                        slots[(s, b, ki * len(config.expands) + ei)] = ((f"stage{s + 1}.block{b}.k{k}e{e}", 1),)
+        return UnitCosts((("stem", 1), ("head", 1)), slots)
+
+
+register_family(Mbv3Family())

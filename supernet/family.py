@@ -1,0 +1,206 @@
+"""Space families: what the rest of the package asks of a kind of search space, and the registry of kinds.
+
+A *family* (``mbv3``, ``nb201``, ...) knows one kind of network: its config, its choices (the flat, labelled
+arch dict and canonical string), its supernet and the static subnet extracted from it, and the *units* that
+latency tables time and FLOPs/params tables count. Everything outside a family (training, latency tables, the
+sampler, search, export) goes through the functions below and never spells a family's key format, so a new
+kind of space is one new module that calls :func:`register_family` and :func:`register_space`.
+
+Additive metrics (latency, FLOPs, params) share one layout, :class:`SlotLayout`: a network is ``groups``
+groups of slots; each group uses the first ``depth`` of its ``max(depths)`` slots and each used slot holds one
+of ``choices`` options. ``mbv3`` is stages of blocks (depth elastic, choice = kernel x expand); ``nb201`` is six
+edges of one slot each (choice = op). A family maps every (group, slot, choice) and the fixed part of the
+network to the units they cost (:class:`UnitCosts`), so one table, one sampler and one scorer serve all.
+
+This module imports no torch: the search core stays importable without it.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+from supernet.errors import UserError
+
+Arch = dict[str, Any]
+Unit = tuple[str, Callable[[], Any], tuple[int, ...]]  # (key, build a module in eval mode, input shape w/o batch)
+
+BUILTIN = ("supernet.space",)  # modules whose import registers the built-in families
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """The additive view of a space: ``groups`` groups, each using ``depth`` (one of ``depths``) of its
+    ``max(depths)`` slots, each used slot one of ``choices`` options.
+
+    Encoded architectures (the sampler's int8 codes) hold per group the depth index, then per slot two
+    digits ``choice // split`` and ``choice % split`` (``mbv3``: kernel and expand index; ``split`` = 1 where
+    a choice is one option).
+    """
+
+    groups: int
+    depths: tuple[int, ...]
+    choices: int
+    split: int = 1
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+    @property
+    def width(self) -> int:
+        """Code columns per group."""
+        return 1 + 2 * self.max_depth
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Which units each part of a network costs: ``base`` always, ``slots[(group, slot, choice)]`` when used.
+
+    Each entry is ``(unit key, count)``: ``nb201``'s op on an edge runs once in each of a stage's cells.
+    """
+
+    base: tuple[tuple[str, int], ...]
+    slots: Mapping[tuple[int, int, int], tuple[tuple[str, int], ...]] = field(default_factory=dict)
+
+
+class Space(Protocol):
+    """What the package asks of a family's space (beyond :class:`search.space.SearchSpace`)."""
+
+    config: Any
+    choices: Mapping[str, Sequence[Any]]
+    name: str
+
+    def validate(self, arch: Mapping[str, Any]) -> Arch: ...
+    def to_string(self, arch: Mapping[str, Any]) -> str: ...
+    def parse(self, value: str | Mapping[str, Any]) -> Arch: ...
+    def largest(self) -> Arch: ...
+    def smallest(self) -> Arch: ...
+    def layout(self) -> SlotLayout: ...
+    def slots(self, arch: Mapping[str, Any]) -> Iterator[tuple[int, int, int]]: ...
+    def to_codes(self, arch: Mapping[str, Any]) -> list[int]: ...
+    def from_codes(self, codes: Sequence[int]) -> Arch: ...
+
+
+class Family(Protocol):
+    """One kind of space: config, choices, supernet, subnet and units."""
+
+    name: str
+    default_sampling: str  # the supernet training rule a run of this family uses unless told otherwise
+
+    def config_from_dict(self, data: Mapping[str, Any], source: str) -> Any: ...
+    def space(self, config: Any) -> Space: ...
+    def supernet(self, config: Any) -> Any: ...
+    def subnet(self, config: Any, arch: Mapping[str, Any]) -> Any: ...
+    def units(self, config: Any) -> Iterator[Unit]: ...
+    def unit_costs(self, config: Any) -> UnitCosts: ...
+
+
+_FAMILIES: dict[str, Family] = {}
+_SPACES: dict[str, Callable[[], Any]] = {}
+_LOADED = False
+
+
+def register_family(family: Family) -> Family:
+    """Make ``family`` known under ``family.name``; its configs say ``"family": name`` in every file."""
+    if family.name in _FAMILIES:
+        raise ValueError(f"space family {family.name!r} is registered twice")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def register_space(name: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    """Decorator: register a function returning the config of a named space (of any family)."""
+
+    def wrap(factory: Callable[[], Any]) -> Callable[[], Any]:
+        if name in _SPACES:
+            raise ValueError(f"space {name!r} is registered twice")
+        _SPACES[name] = factory
+        return factory
+
+    return wrap
+
+
+def _load() -> None:
+    """Import the built-in families once (their modules register themselves)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for module in BUILTIN:
+            importlib.import_module(module)
+
+
+def families() -> list[str]:
+    _load()
+    return sorted(_FAMILIES)
+
+
+def list_spaces() -> list[str]:
+    _load()
+    return sorted(_SPACES)
+
+
+def get_family(name: str) -> Family:
+    _load()
+    if name not in _FAMILIES:
+        raise UserError(f"unknown space family {name!r}; known: {', '.join(families())} (was the file written by "
+                        "a newer version of this tool?)")
+    return _FAMILIES[name]
+
+
+def family_of(config: Any) -> Family:
+    """The family a config belongs to (every family's config has a ``family`` attribute)."""
+    return get_family(config.family)
+
+
+def get_space(name: str) -> Space:
+    """Build a registered space by name."""
+    _load()
+    if name not in _SPACES:
+        raise UserError(f"unknown search space {name!r}; registered: {', '.join(list_spaces())}")
+    return space_of(_SPACES[name]())
+
+
+def config_from_dict(data: Any, source: str = "") -> Any:
+    """Rebuild a config written by ``config.to_dict()`` (a checkpoint's or table's ``"space"``); files from
+    before families were named hold ``mbv3`` configs. ``source`` names the file in the one-line error."""
+    where = f"{source} holds a " if source else ""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{where}malformed space config (not a JSON object): was it written by this tool?")
+    name = data.get("family", "mbv3")
+    if not isinstance(name, str):
+        raise UserError(f"{where}malformed space config (family {name!r} is not a name)")
+    return get_family(name).config_from_dict(data, source)
+
+
+def space_of(config: Any) -> Space:
+    return family_of(config).space(config)
+
+
+def build_supernet(config: Any) -> Any:
+    """The family's supernet of ``config`` with fresh weights."""
+    return family_of(config).supernet(config)
+
+
+def build_subnet(config: Any, arch: Mapping[str, Any]) -> Any:
+    """The family's plain static network for ``arch`` with fresh weights."""
+    return family_of(config).subnet(config, arch)
+
+
+def units(config: Any) -> Iterator[Unit]:
+    """Every unit a latency table of ``config`` times: ``(key, build, input shape)``."""
+    return family_of(config).units(config)
+
+
+def unit_keys(space: Space, arch: Mapping[str, Any]) -> list[str]:
+    """The units that make up ``arch``, each as often as it runs (base first, then every used slot's)."""
+    costs = family_of(space.config).unit_costs(space.config)
+    keys = [key for key, count in costs.base for _ in range(count)]
+    for slot in space.slots(space.validate(arch)):
+        keys.extend(key for key, count in costs.slots[slot] for _ in range(count))
+    return keys
+
+
+def input_shape(config: Any) -> tuple[int, int, int]:
+    """The ``(channels, height, width)`` of one input image of ``config``'s networks."""
+    return (config.in_channels, config.input_size, config.input_size)
