@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search.latency import LatencyTable  # noqa: E402
 from supernet import sampler as sm  # noqa: E402
 from supernet.kernels import kernel_backend  # noqa: E402
-from supernet.model import unit_keys, units  # noqa: E402
+from supernet.family import unit_keys  # noqa: E402
+from supernet.model import units  # noqa: E402
 from supernet.space import get_space  # noqa: E402
 
 

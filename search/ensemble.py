@@ -41,7 +41,7 @@ from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.outdir import claim_folder
 from supernet.schema import NUMBER, TEXT, Nullable, Optional
-from supernet.space import Space, SpaceConfig
+from supernet.family import Space
 
 # Scoring one combination costs about 1 ms on 5,000 validation images on one busy core; beyond this many
 # combinations select() switches from exhaustive search to greedy forward selection (about 20 s at most).
@@ -313,7 +313,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     return report
 
 
-def _export(ensemble: Ensemble, report: dict[str, Any], config: EnsembleConfig, space: SpaceConfig,
+def _export(ensemble: Ensemble, report: dict[str, Any], config: EnsembleConfig, space: Any,
             path: Path) -> Path:
     """Write ``ensemble`` as TorchScript, with its members, accuracy and latency in its metadata."""
     e = report["ensemble"]

@@ -16,7 +16,6 @@ import torch
 from supernet.data import Splits
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import read_json, write_json
-from supernet.model import Supernet
 
 DEFAULT_CALIBRATION = 1000
 
@@ -24,7 +23,7 @@ DEFAULT_CALIBRATION = 1000
 class SupernetEvaluator:
     """Callable scoring architectures of ``supernet`` on ``splits.val``; ``calls`` counts real evaluations."""
 
-    def __init__(self, supernet: Supernet, splits: Splits, *, calibration_size: int = DEFAULT_CALIBRATION,
+    def __init__(self, supernet: Any, splits: Splits, *, calibration_size: int = DEFAULT_CALIBRATION,
                  cache_path: str | os.PathLike | None = None):
         self.supernet, self.space, self.splits = supernet, supernet.space, splits
         self.calibration = splits.train.subset(torch.arange(min(calibration_size, len(splits.train))))
@@ -37,7 +36,8 @@ class SupernetEvaluator:
     def __call__(self, arch: Mapping[str, int]) -> dict[str, Any]:
         key = self.space.to_string(arch)
         if key not in self.cache:
-            subnet = recalibrate_bn(self.supernet.extract(arch), self.calibration)
+            # the network the string names (its canonical form): one evaluation per distinct function
+            subnet = recalibrate_bn(self.supernet.extract(self.space.parse(key)), self.calibration)
             self.cache[key] = {"val_top1": accuracy(subnet, self.splits.val)}
             self.calls += 1
             if self.cache_path:

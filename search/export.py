@@ -50,9 +50,8 @@ from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write, refuse_folder
-from supernet.model import Subnet
 from supernet.outdir import claim_file
-from supernet.space import Space, SpaceConfig
+from supernet.family import Space, config_from_dict, space_of
 
 INPUT, OUTPUT = "images", "logits"
 ONNX_EXTRA = "pip install 'oneshot-nas[onnx]'"
@@ -281,7 +280,7 @@ def output_paths(out: str | None, fmt: str) -> dict[str, Path]:
 class Chosen:
     """The subnet to export and what its source already knows about it."""
 
-    subnet: Subnet
+    subnet: nn.Module
     space: Space
     arch: dict[str, int]
     checkpoint: str
@@ -295,7 +294,7 @@ class Chosen:
 def from_subnet_checkpoint(path: str) -> Chosen:
     """A ``--subnet`` checkpoint: its weights are final, its metrics and latency are used where present."""
     subnet, payload = load_subnet(path)
-    space = Space(SpaceConfig.from_dict(payload["space"]))
+    space = space_of(config_from_dict(payload["space"]))
     return Chosen(subnet, space, space.parse(subnet.arch), path, _subnet_accuracy(payload),
                   _subnet_latency(payload, path), payload.get("train_config", {}).get("val_size", 5000))
 

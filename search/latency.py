@@ -50,11 +50,10 @@ from search.timing import (MAX_MS, MIN_MS, REPEATS, RUNTIMES, WARMUP, Timer, Tim
                            prepare)
 from supernet.errors import DRAWN_MAX, ArgumentParser, UserError, int_range, random_seed, run_cli
 from supernet.io import cache_dir as io_cache_dir, read_json, refuse_folder, verify_checksum, with_checksum, write_json
+from supernet.family import Space, build_subnet, config_from_dict, get_space, input_shape, space_of, unit_keys, units
 from supernet.kernels import lut_sum
-from supernet.model import Subnet, unit_keys, units
 from supernet.outdir import check_regular, claim_file, claim_folder
-from supernet.sampler import MetricTable, flops_params_table, score_python
-from supernet.space import Space, SpaceConfig, get_space
+from supernet.sampler import MetricTable, flops_params_table, score_python, unit_table
 
 FORMAT = "oneshot-nas/latency-table"
 VERSION = 2
@@ -134,7 +133,7 @@ def fingerprint(device: torch.device, batch_size: int, settings: TimingSettings 
     return info
 
 
-def space_hash(config: SpaceConfig) -> str:
+def space_hash(config: Any) -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -143,23 +142,24 @@ def cache_dir() -> Path:
     return io_cache_dir("latency")
 
 
-def default_table_path(config: SpaceConfig, fp: Mapping[str, Any], settings: TimingSettings = TimingSettings()) -> Path:
+def default_table_path(config: Any, fp: Mapping[str, Any], settings: TimingSettings = TimingSettings()) -> Path:
     """Cache file for a space on a fingerprinted device and setting: one file per combination."""
     key = hashlib.sha256(json.dumps([dict(fp), dataclasses.asdict(settings)], sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / f"{config.name}-{space_hash(config)}-{fp['device']}-{key}.json"
 
 
-def make_probe(config: SpaceConfig, batch_size: int, device: torch.device, runtime: str):
+def make_probe(config: Any, batch_size: int, device: torch.device, runtime: str):
     """The reference probe of :mod:`search.timing`: the space's smallest subnet with seed-0 weights and input."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        module = Subnet(config, Space(config).smallest())
-        return prepare(module, (batch_size, config.in_channels, config.input_size, config.input_size), device, runtime)
+        module = build_subnet(config, space_of(config).smallest())
+        return prepare(module, (batch_size, *input_shape(config)), device, runtime)
 
 
-def sample_archs(space: Space, count: int, stream: str) -> list[dict[str, int]]:
-    """``count`` random architectures from a named, reproducible stream (calibration and validation differ)."""
-    return [space.sample(random.Random(f"{stream}-{i}")) for i in range(count)]
+def sample_archs(space: Space, count: int, stream: str) -> list[dict[str, Any]]:
+    """``count`` random architectures from a named, reproducible stream (calibration and validation differ),
+    each in its canonical form: the network its string names is the one measured."""
+    return [space.parse(space.to_string(space.sample(random.Random(f"{stream}-{i}")))) for i in range(count)]
 
 
 # ---- tables ---------------------------------------------------------------------------------------
@@ -169,11 +169,9 @@ class LatencyTable:
     def __init__(self, data: dict[str, Any], path: Path | None = None):
         self.data, self.path = data, path
         self.entries: dict[str, dict[str, float]] = data["entries"]
-        self.space = Space(SpaceConfig.from_dict(data["space"]))
+        self.space = space_of(config_from_dict(data["space"]))
         correction = data.get("correction") or {"scale": 1.0, "offset_ms": 0.0}
         self.scale, self.offset_ms = float(correction["scale"]), float(correction["offset_ms"])
-        config = self.space.config
-        self._choices = [(k, e) for k in config.kernels for e in config.expands]
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -203,13 +201,10 @@ class LatencyTable:
 
     @functools.cached_property
     def _medians(self) -> tuple[torch.Tensor, float]:
-        """Unit medians as blocks ``[S, D, C]`` (choice ``c = kernel_idx * len(expands) + expand_idx``) and the
-        stem + head median: the layout both batch paths below read."""
-        config = self.space.config
-        blocks = torch.tensor([[[self.entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"] for k, e in self._choices]
-                                for b in range(self.space.max_depth)] for s in range(len(config.stages))],
-                              dtype=torch.float64)
-        return blocks, self.entries["stem"]["median_ms"] + self.entries["head"]["median_ms"]
+        """Summed unit medians per slot choice ``[S, D, C]`` (:class:`supernet.family.SlotLayout`) and of the
+        base: the layout both batch paths below read."""
+        table = medians_table(self.space.config, self.entries)
+        return table.blocks[..., 0], float(table.base[0])
 
     def predict_many(self, archs: Iterable[Mapping[str, int]]) -> torch.Tensor:
         """Predicted latencies of many architectures in one :func:`supernet.kernels.lut_sum` call."""
@@ -220,9 +215,9 @@ class LatencyTable:
         slots = 1 + blocks.shape[0] * blocks.shape[1]
         codes = []
         for arch in archs:
-            code = [0] + [-1] * (slots - 1)  # slot 0: stem + head, always present
-            for s, b, k, e in self.space.blocks(self.space.validate(arch)):
-                code[1 + s * self.space.max_depth + b] = self._choices.index((k, e))
+            code = [0] + [-1] * (slots - 1)  # slot 0: the base, always present
+            for s, b, c in self.space.slots(self.space.validate(arch)):
+                code[1 + s * blocks.shape[1] + b] = c
             codes.append(code)
         indices = torch.tensor(codes, dtype=torch.int64).reshape(len(codes), slots)
         return self.scale * lut_sum(indices, lut).squeeze(-1) + self.offset_ms
@@ -230,7 +225,7 @@ class LatencyTable:
     def metric_table(self) -> MetricTable:
         """The ``"latency_ms"`` :class:`supernet.sampler.MetricTable` of this table (correction included).
 
-        Blocks ``[S, D, C, 1]`` scaled, base = the scaled stem + head plus the offset: the same affine
+        Blocks ``[S, D, C, 1]`` scaled, base = the scaled base units plus the offset: the same affine
         prediction as :meth:`predict`.
         """
         blocks, fixed = self._medians
@@ -238,8 +233,7 @@ class LatencyTable:
         return MetricTable(("latency_ms",), self.scale * blocks.unsqueeze(-1), base)
 
     def input_shape(self) -> tuple[int, ...]:
-        config = self.space.config
-        return (self.batch_size, config.in_channels, config.input_size, config.input_size)
+        return (self.batch_size, *input_shape(self.space.config))
 
     def timer(self, device: torch.device) -> Timer:
         """A timer that measures on ``device`` exactly as this table's entries were measured."""
@@ -253,8 +247,13 @@ class LatencyTable:
         return timer(prepare(module, self.input_shape(), device, self.settings.runtime))
 
 
-def expected_keys(config: SpaceConfig) -> list[str]:
+def expected_keys(config: Any) -> list[str]:
     return [key for key, _, _ in units(config)]
+
+
+def medians_table(config: Any, entries: Mapping[str, Mapping[str, float]]) -> MetricTable:
+    """The ``"latency_ms"`` :class:`MetricTable` of plain unit medians (no correction)."""
+    return unit_table(config, ("latency_ms",), {key: (entry["median_ms"],) for key, entry in entries.items()})
 
 
 def _is_finite(value: Any) -> bool:
@@ -266,20 +265,19 @@ def _is_number(value: Any) -> bool:
     return _is_finite(value) and value >= 0
 
 
-def sum_range(config: SpaceConfig, entries: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
+def sum_range(config: Any, entries: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
     """The least and the greatest sum of unit medians over every subnet of ``config``.
 
-    Each block slot's choices are independent, so the extremes take every slot's fastest (slowest) choice
-    and every stage's best (worst) depth; no subnet is enumerated.
+    Each slot's choices are independent, so the extremes take every slot's fastest (slowest) choice and
+    every group's best (worst) depth; no subnet is enumerated.
     """
+    table = medians_table(config, entries)
+    depths = space_of(config).layout().depths
     sums = []
-    for pick in (min, max):
-        total = entries["stem"]["median_ms"] + entries["head"]["median_ms"]
-        for s in range(len(config.stages)):
-            slots = [pick(entries[f"stage{s + 1}.block{b}.k{k}e{e}"]["median_ms"]
-                          for k in config.kernels for e in config.expands) for b in range(max(config.depths))]
-            total += pick(sum(slots[:d]) for d in config.depths)
-        sums.append(total)
+    for pick in (torch.min, torch.max):
+        per_slot = torch.cumsum(pick(table.blocks[..., 0], dim=2).values, dim=1)  # [S, D]: first d slots
+        by_depth = torch.stack([per_slot[:, d - 1] for d in depths], dim=1)  # [S, depths]
+        sums.append(float(table.base[0] + pick(by_depth, dim=1).values.sum()))
     return sums[0], sums[1]
 
 
@@ -296,7 +294,7 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
             raise UserError(f"latency table {path} lacks a valid {key!r} field; rebuild it")
     _check_measurements(data, f"latency table {path}", "rebuild the table")
     try:
-        config = SpaceConfig.from_dict(data["space"], f"latency table {path}")
+        config = config_from_dict(data["space"], f"latency table {path}")
         names = {f.name for f in dataclasses.fields(TimingSettings)}
         TimingSettings(**{k: v for k, v in data["settings"].items() if k in names})
     except (TypeError, ValueError, KeyError) as err:
@@ -341,7 +339,7 @@ def _check_measurements(data: Mapping[str, Any], what: str, remedy: str) -> None
                         f"{MAX_MS:g} ms); {remedy}")
 
 
-def correction_problem(correction: Any, config: SpaceConfig, entries: Mapping[str, Mapping[str, float]]) -> str | None:
+def correction_problem(correction: Any, config: Any, entries: Mapping[str, Mapping[str, float]]) -> str | None:
     """What is wrong with ``correction`` for a table of ``config`` with checked ``entries``, or None.
 
     The scale must lie within :data:`MIN_SCALE` and :data:`MAX_SCALE` and the offset be finite, and what it
@@ -360,7 +358,7 @@ def correction_problem(correction: Any, config: SpaceConfig, entries: Mapping[st
     return None
 
 
-def load_table(path: str | os.PathLike, *, device: torch.device | None = None, space: SpaceConfig | None = None,
+def load_table(path: str | os.PathLike, *, device: torch.device | None = None, space: Any | None = None,
                allow_foreign: bool = False) -> LatencyTable:
     """Load and check a table; refuse one made for another space or (unless allowed) another device."""
     path = Path(path)
@@ -411,7 +409,7 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
-def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
+def build_table(config: Any, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 settings: TimingSettings = TimingSettings(), calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS,
                 out: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False) -> LatencyTable:
     """Measure every unit of ``config`` on ``device``, then the calibration subnets; write atomically.
@@ -431,13 +429,13 @@ def build_table(config: SpaceConfig, device: torch.device, *, batch_size: int = 
                       calibration_subnets=calibration_subnets, progress=progress, overwrite=overwrite)
 
 
-def _build(config: SpaceConfig, device: torch.device, path: Path, *, batch_size: int, fp: dict[str, Any],
+def _build(config: Any, device: torch.device, path: Path, *, batch_size: int, fp: dict[str, Any],
            settings: TimingSettings, calibration_subnets: int, progress: bool, overwrite: bool) -> LatencyTable:
     """:func:`build_table` once ``path`` is claimed."""
     partial = partial_path(path)
     check_regular(partial, "a partial latency table")
     recipe = {**dataclasses.asdict(settings), "calibration_subnets": calibration_subnets}
-    space = Space(config)
+    space = space_of(config)
     data: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "space": config.to_dict(), "fingerprint": fp, "settings": recipe,
         "probe": None, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -466,7 +464,7 @@ def _build(config: SpaceConfig, device: torch.device, path: Path, *, batch_size:
     done = {p["arch"] for p in data["calibration"]}
     archs = [a for a in sample_archs(space, calibration_subnets, "calibration") if space.to_string(a) not in done]
     for arch in tqdm(archs, desc="calibration subnets", unit="subnet", disable=not progress):
-        timing = table.measure(Subnet(config, arch), device, timer)
+        timing = table.measure(build_subnet(config, arch), device, timer)
         data["calibration"].append({"arch": space.to_string(arch), "measured_ms": timing["median_ms"],
                                     "raw_median_ms": timing["raw_median_ms"], "source": "build"})
         write_json(partial, data)
@@ -519,7 +517,7 @@ def check_batch_size(batch_size: Any, flag: str = "--batch-size") -> int:
     return batch_size
 
 
-def table_for(config: SpaceConfig, device: torch.device, *, batch_size: int | None = None,
+def table_for(config: Any, device: torch.device, *, batch_size: int | None = None,
               threads: int | None = None, runtime: str | None = None, path: str | os.PathLike | None = None,
               allow_foreign: bool = False, build: bool = True) -> LatencyTable:
     """The table to search against: ``path`` if given, else this device's cached table, built if missing.
@@ -620,7 +618,7 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
         row = previous.get(name)
         if row is None:
             torch.manual_seed(len(rows))
-            timing = table.measure(Subnet(config, arch), device, timer)
+            timing = table.measure(build_subnet(config, arch), device, timer)
             row = {"arch": name, "measured_ms": timing["median_ms"], "spread_ms": timing["spread_ms"],
                    "raw_median_ms": timing["raw_median_ms"]}
             previous[name] = row

@@ -47,11 +47,11 @@ from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, in
                              run_cli)
 from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import write_json
-from supernet.model import Subnet, init_weights
+from supernet.family import Space, build_subnet, config_from_dict
+from supernet.model import init_weights
 from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
 from supernet.schema import ANYTHING, COUNT, INTEGER, NUMBER, TEXT, Each, Nullable, Optional, config_schema
-from supernet.space import Space, SpaceConfig
 from supernet.train import TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr, training_images
 
 MODES = ("finetune", "head", "last-stages", "scratch")
@@ -111,7 +111,7 @@ RETRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's
     "lr": non_negative_float, "warmup_steps": int_range(-1), "stages": int_range(), "calibration_size": int_range(0)}
 
 
-def trainable_parts(model: Subnet, mode: str, stages: int) -> list[nn.Module]:
+def trainable_parts(model: nn.Module, mode: str, stages: int) -> list[nn.Module]:
     """The modules that ``mode`` trains; the rest of ``model`` stays frozen."""
     if mode in ("finetune", "scratch"):
         return [model]
@@ -126,13 +126,13 @@ def set_training(model: nn.Module, parts: list[nn.Module]) -> None:
         part.train()
 
 
-def starting_model(config: RetrainConfig, supernet: Any, splits: Splits) -> tuple[Subnet, float | None]:
+def starting_model(config: RetrainConfig, supernet: Any, splits: Splits) -> tuple[nn.Module, float | None]:
     """The subnet to train and, when inherited, its validation top-1 as the search scored it."""
     space = supernet.space
     arch = space.parse(config.arch)
     if config.mode == "scratch":
         torch.manual_seed(config.seed)
-        return init_weights(Subnet(space.config, arch)), None
+        return init_weights(build_subnet(space.config, arch)), None
     model = supernet.extract(arch)
     if config.calibration_size:
         calibration = splits.train.subset(torch.arange(min(config.calibration_size, len(splits.train))))
@@ -140,7 +140,7 @@ def starting_model(config: RetrainConfig, supernet: Any, splits: Splits) -> tupl
     return model, accuracy(model, splits.val)
 
 
-def score(model: Subnet, space: Space, splits: Splits, config: RetrainConfig) -> dict[str, Any]:
+def score(model: nn.Module, space: Space, splits: Splits, config: RetrainConfig) -> dict[str, Any]:
     """Test-split report, validation top-1, FLOPs, params and latency (predicted and measured) of ``model``."""
     model = model.eval()
     val_top1 = accuracy(model, splits.val)
@@ -209,7 +209,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
 
 def check_resumed(state: dict[str, Any], config: RetrainConfig, space: Space, last: Path) -> None:
     """A resumed ``last.pt`` is a subnet of this supernet's space with the architecture its config names."""
-    if SpaceConfig.from_dict(state["space"]) != space.config:
+    if config_from_dict(state["space"], str(last)) != space.config:
         raise UserError(f"--resume: {last} holds a subnet of another space than the supernet {config.checkpoint}; "
                         "start a new run without --resume")
     try:
@@ -250,7 +250,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     if state is None:
         model, val_before = starting_model(config, supernet, splits)
     else:
-        model = Subnet(space.config, space.parse(config.arch))
+        model = build_subnet(space.config, space.parse(config.arch))
         restore(model, state["state_dict"], last, "weights")
         val_before = state["progress"]["val_top1_before"]
     parts = trainable_parts(model, config.mode, config.stages)

@@ -27,10 +27,9 @@ import torch
 from supernet.divergence import nonfinite_tensors
 from supernet.errors import UserError
 from supernet.io import atomic_serialize
-from supernet.model import Subnet, Supernet
+from supernet.family import build_subnet, build_supernet, config_from_dict, space_of
 from supernet.outdir import check_input
 from supernet.schema import ANYTHING, COUNT, TEXT, Each, Nullable, Optional, check_document
-from supernet.space import Space, SpaceConfig
 
 FORMAT = "oneshot-nas/supernet"
 SUBNET_FORMAT = "oneshot-nas/subnet"
@@ -44,14 +43,14 @@ METADATA = {"train_config": Optional({"val_size": Optional(COUNT)}), "retrain_co
             "metrics": Optional(Each(ANYTHING)), "arch": Optional(TEXT)}
 
 
-def save_checkpoint(path: str | os.PathLike, model: Supernet, **fields: Any) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: Any, **fields: Any) -> Path:
     """Write ``model`` and ``fields`` (train_config, command, progress, optimizer, metrics...) atomically."""
     payload = {"format": FORMAT, "version": VERSION, "space": model.config.to_dict(),
                "state_dict": model.state_dict(), **fields}
     return atomic_serialize(path, lambda buffer: torch.save(payload, buffer))
 
 
-def save_subnet_checkpoint(path: str | os.PathLike, model: Subnet, config: SpaceConfig, **fields: Any) -> Path:
+def save_subnet_checkpoint(path: str | os.PathLike, model: Any, config: Any, **fields: Any) -> Path:
     """Write a subnet of ``config`` with its architecture and ``fields`` atomically."""
     payload = {"format": SUBNET_FORMAT, "version": VERSION, "space": config.to_dict(), "arch": model.arch,
                "state_dict": model.state_dict(), **fields}
@@ -170,16 +169,16 @@ def restore(target: Any, state: Any, path: str | os.PathLike, what: str) -> None
                         "without --resume") from None
 
 
-def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Supernet, dict[str, Any]]:
+def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Any, dict[str, Any]]:
     """Rebuild the supernet stored at ``path`` (in eval mode) and return it with the whole payload.
 
     With ``space``, a checkpoint of another space is refused.
     """
     payload = load_checkpoint(path)
-    config = SpaceConfig.from_dict(payload["space"], f"checkpoint {path}")
+    config = config_from_dict(payload["space"], f"checkpoint {path}")
     if space is not None and config.name != space:
         raise UserError(f"checkpoint {path} is for space {config.name!r}, not {space!r}")
-    model = Supernet(config)
+    model = build_supernet(config)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -188,12 +187,12 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Su
     return model.eval(), payload
 
 
-def load_subnet(path: str | os.PathLike) -> tuple[Subnet, dict[str, Any]]:
+def load_subnet(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """Rebuild the subnet stored at ``path`` by :func:`save_subnet_checkpoint` (in eval mode), with its payload."""
     payload = load_checkpoint(path, SUBNET_FORMAT)
-    config = SpaceConfig.from_dict(payload["space"], f"checkpoint {path}")
+    config = config_from_dict(payload["space"], f"checkpoint {path}")
     try:
-        model = Subnet(config, Space(config).parse(payload.get("arch", "")))
+        model = build_subnet(config, space_of(config).parse(payload.get("arch", "")))
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, UserError) as err:
         first = str(err).strip().splitlines()[0]

@@ -7,11 +7,12 @@ which is several times faster than NCHW for depthwise convolutions on CPU (oneDN
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from supernet.data import ImageSet, batches
-from supernet.model import Supernet
 
 CHANNELS_LAST = torch.channels_last
 
@@ -49,7 +50,7 @@ def accuracy(model: nn.Module, images: ImageSet, batch_size: int = 250) -> float
     return (logits.argmax(1) == images.labels).float().mean().item()
 
 
-def subnet_accuracy(supernet: Supernet, arch: dict[str, int], calibration: ImageSet, images: ImageSet) -> float:
+def subnet_accuracy(supernet: Any, arch: dict[str, int], calibration: ImageSet, images: ImageSet) -> float:
     """Accuracy of ``arch`` with inherited weights and recalibrated batch norm."""
     subnet = recalibrate_bn(supernet.extract(arch), calibration)
     return accuracy(subnet, images)

@@ -236,7 +236,7 @@ def units(config: SpaceConfig) -> Iterator[Unit]:
     """Every piece that a subnet is made of, for timing one by one: ``(key, build, input shape)``.
 
     Keys are ``"stem"``, ``"head"`` and ``"stage{s}.block{b}.k{kernel}e{expand}"``; a subnet is the
-    sequence :func:`unit_keys` names. ``build()`` returns a freshly initialised module in eval mode.
+    sequence :func:`supernet.family.unit_keys` names (the mbv3 family's unit costs). ``build()`` returns a freshly initialised module in eval mode.
     """
     size = config.input_size
     yield "stem", lambda: _stem(config).eval(), (config.in_channels, size, size)
@@ -252,9 +252,3 @@ def units(config: SpaceConfig) -> Iterator[Unit]:
                     yield f"stage{s + 1}.block{b}.k{kernel}e{expand}", build, (channels, size, size)
             size = _conv_out(size, stride)
     yield "head", lambda: _HeadUnit(config).eval(), (config.stages[-1].width, size, size)
-
-
-def unit_keys(space: Space, arch: Mapping[str, int]) -> list[str]:
-    """The :func:`units` keys that make up ``arch``, in execution order."""
-    blocks = [f"stage{s + 1}.block{b}.k{k}e{e}" for s, b, k, e in space.blocks(space.validate(arch))]
-    return ["stem", *blocks, "head"]

@@ -1,13 +1,15 @@
 """Sample and score many encoded architectures at once: uniformly, or uniformly within a latency window.
 
-Encoding: the option indices of :meth:`Space.to_indices`, as an int8 tensor ``[N, K]`` (per stage the depth
-index, then every block's kernel and expand index). Sampled codes are canonical: blocks beyond a stage's
-depth hold index 0, as :meth:`Space.from_string` gives them, so *uniform* means uniform over the distinct
-networks that :meth:`Space.size` counts, not over the dicts that :meth:`Space.sample` draws.
+Encoding: a space's :meth:`to_codes` in its :class:`supernet.family.SlotLayout`, as an int8 tensor ``[N, K]``
+(per group the depth index, then every slot's two choice digits; mbv3: per stage the depth index, then every
+block's kernel and expand index). Sampled codes are canonical: slots beyond a group's depth hold index 0, so
+*uniform* means uniform over the networks the layout tells apart (mbv3: the distinct networks that
+:meth:`Space.size` counts, not the dicts that :meth:`Space.sample` draws; nb201: its 15,625 cells).
 
-Scoring sums a :class:`MetricTable`: a per-block table ``[S, D, C, M]`` (choice ``c = kernel_idx * E +
-expand_idx``) plus a base ``[M]`` present in every network (stem and head). :func:`flops_params_table` counts
-FLOPs (multiply-adds, as thop counts them) and params of every unit; ``search.latency`` adds the latency part.
+Scoring sums a :class:`MetricTable`: a per-slot table ``[S, D, C, M]`` (group, slot, choice ``c = digit0 *
+split + digit1``) plus a base ``[M]`` present in every network (mbv3: stem and head). :func:`unit_table`
+builds one from per-unit figures through the family's unit costs; :func:`flops_params_table` counts FLOPs
+(multiply-adds, as thop counts them) and params of every unit; ``search.latency`` adds the latency part.
 
 Windowed sampling is exactly uniform (up to float64 rounding of the counts) over the networks whose
 *quantised* latency lies in the window: every block's latency and the base are rounded to integer ticks of
@@ -24,16 +26,16 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from supernet import family
 from supernet.errors import UserError
+from supernet.family import Arch, Space
 from supernet.kernels import kernel_backend
-from supernet.space import Arch, Space, SpaceConfig
 
 DEFAULT_RESOLUTION_MS = 0.01
 """Tick of the latency window, 10 us: far below the spread of measured unit latencies, coarse enough that
@@ -69,58 +71,66 @@ class MetricTable:
         return MetricTable((name,), self.blocks[..., m:m + 1].clone(), self.base[m:m + 1].clone())
 
 
-_UNIT = re.compile(r"^stage(\d+)\.block(\d+)\.k(\d+)e(\d+)$")
-
-
 @functools.lru_cache(maxsize=8)
-def _count_units(config: SpaceConfig) -> tuple[dict[str, tuple[float, int]], ...]:
+def _count_units(config: Any) -> tuple[dict[str, tuple[float, int]], ...]:
     import thop  # imported here: only this function needs it
 
-    from supernet.model import units
-
     counts = {}
-    for key, build, shape in units(config):
+    for key, build, shape in family.units(config):
         module = build()
         macs, _ = thop.profile(module, inputs=(torch.zeros(1, *shape),), verbose=False)
         counts[key] = (float(macs), sum(p.numel() for p in module.parameters()))
     return (counts,)
 
 
-def flops_params_table(config: SpaceConfig) -> MetricTable:
+def unit_table(config: Any, names: tuple[str, ...], values: Mapping[str, Sequence[float]]) -> MetricTable:
+    """The :class:`MetricTable` of per-unit metrics ``values[key]`` (one number per name) of ``config``'s units.
+
+    Each slot choice and the base add up the units they cost (:meth:`supernet.family.Family.unit_costs`),
+    each as often as it runs; a slot choice no network uses stays 0.
+    """
+    space = family.space_of(config)
+    layout, costs = space.layout(), family.family_of(config).unit_costs(config)
+
+    def total(parts: Iterable[tuple[str, int]]) -> torch.Tensor:
+        out = torch.zeros(len(names), dtype=torch.float64)
+        for key, count in parts:
+            out += count * torch.tensor([float(v) for v in values[key]], dtype=torch.float64)
+        return out
+
+    blocks = torch.zeros(layout.groups, layout.max_depth, layout.choices, len(names), dtype=torch.float64)
+    for (g, b, c), parts in costs.slots.items():
+        blocks[g, b, c] = total(parts)
+    return MetricTable(names, blocks, total(costs.base))
+
+
+def flops_params_table(config: Any) -> MetricTable:
     """FLOPs (multiply-adds at batch 1, as thop counts them) and parameter counts of every unit of ``config``.
 
-    Each unit of :func:`supernet.model.units` is counted on its own, so the sum over a subnet's units equals
+    Each unit of :func:`supernet.family.units` is counted on its own, so the sum over a subnet's units equals
     thop's count and ``sum(p.numel())`` of the extracted subnet.
     """
     counts = _count_units(config)[0]
-    space = Space(config)
-    choices = [(k, e) for k in config.kernels for e in config.expands]
-    blocks = torch.zeros(space.num_stages, space.max_depth, len(choices), 2, dtype=torch.float64)
-    for key, (flops, params) in counts.items():
-        match = _UNIT.match(key)
-        if match:
-            s, b, k, e = (int(g) for g in match.groups())
-            blocks[s - 1, b, choices.index((k, e))] = torch.tensor([flops, float(params)], dtype=torch.float64)
-    base = torch.tensor([counts["stem"][0] + counts["head"][0], float(counts["stem"][1] + counts["head"][1])],
-                        dtype=torch.float64)
-    return MetricTable(("flops", "params"), blocks, base)
+    return unit_table(config, ("flops", "params"), {key: (f, float(p)) for key, (f, p) in counts.items()})
 
 
 # ---- encoding -------------------------------------------------------------------------------------
 def encode(space: Space, archs: Iterable[Mapping[str, int]]) -> torch.Tensor:
-    """int8 codes ``[N, K]`` of :meth:`Space.to_indices` (inactive blocks keep their values)."""
-    rows = [space.to_indices(arch) for arch in archs]
-    return torch.tensor(rows, dtype=torch.int8).reshape(len(rows), len(space.choices))
+    """int8 codes ``[N, K]`` of :meth:`Space.to_codes` (mbv3: inactive blocks keep their values)."""
+    rows = [space.to_codes(arch) for arch in archs]
+    layout = space.layout()
+    return torch.tensor(rows, dtype=torch.int8).reshape(len(rows), layout.groups * layout.width)
 
 
 def decode(space: Space, codes: torch.Tensor) -> list[Arch]:
     """The architecture dicts of int8 codes ``[N, K]``."""
-    return [space.from_indices(row) for row in codes.tolist()]
+    return [space.from_codes(row) for row in codes.tolist()]
 
 
 def _layout(space: Space) -> tuple[int, int, int, int, list[int]]:
-    config = space.config
-    return space.num_stages, space.max_depth, len(config.kernels), len(config.expands), list(config.depths)
+    """The kernels' arguments: groups, slots per group, first and second digit counts, depths."""
+    layout = space.layout()
+    return layout.groups, layout.max_depth, layout.choices // layout.split, layout.split, list(layout.depths)
 
 
 # ---- scoring --------------------------------------------------------------------------------------
@@ -195,11 +205,9 @@ def score(space: Space, codes: torch.Tensor, metrics: MetricTable) -> torch.Tens
 
 def score_python(space: Space, arch: Mapping[str, int], metrics: MetricTable) -> list[float]:
     """One architecture's metrics with plain Python, the per-architecture path the kernels replace."""
-    config = space.config
     values = metrics.base.tolist()
     table = metrics.blocks
-    for s, b, k, e in space.blocks(space.validate(arch)):
-        c = config.kernels.index(k) * len(config.expands) + config.expands.index(e)
+    for s, b, c in space.slots(space.validate(arch)):
         values = [v + x for v, x in zip(values, table[s, b, c].tolist())]
     return values
 
@@ -426,9 +434,9 @@ def _quantise(space: Space, latency: MetricTable, window: tuple[float, float], r
     base = int(torch.round(lat.base[0] / resolution))
     lo = math.ceil(lo_ms / resolution - 1e-9) - base
     hi = math.floor(hi_ms / resolution + 1e-9) - base
-    depths = list(space.config.depths)
-    low = sum(min(int(ticks[s, :d].min(1).values.sum()) for d in depths) for s in range(space.num_stages))
-    high = sum(max(int(ticks[s, :d].max(1).values.sum()) for d in depths) for s in range(space.num_stages))
+    depths, groups = list(space.layout().depths), space.layout().groups
+    low = sum(min(int(ticks[s, :d].min(1).values.sum()) for d in depths) for s in range(groups))
+    high = sum(max(int(ticks[s, :d].max(1).values.sum()) for d in depths) for s in range(groups))
     return _Quantised(ticks, base, lo, hi, low, high, resolution)
 
 
@@ -474,7 +482,7 @@ def window_count(space: Space, latency: MetricTable, window: tuple[float, float]
                  resolution: float = DEFAULT_RESOLUTION_MS) -> float:
     """Number of distinct networks whose quantised latency lies in ``window`` (float64: may be huge)."""
     q = _quantise(space, latency, window, resolution)
-    w = _window_tables(q.ticks.numpy(), list(space.config.depths), q.lo, q.hi)
+    w = _window_tables(q.ticks.numpy(), list(space.layout().depths), q.lo, q.hi)
     return float(w.first[-1]) if len(w.first) else 0.0
 
 

@@ -1,8 +1,18 @@
 """Train a weight-sharing supernet once: ``python -m supernet.train --out runs/supernet``.
 
-Each step follows the sandwich rule: the largest subnet learns from the labels, then the smallest and
-``--random-subnets`` random subnets learn from the largest's predictions (in-place distillation); their
-gradients add up into one optimizer step. The learning rate follows a cosine schedule after a short warm-up.
+``--sampling`` picks which subnets each step trains (default: the space family's own rule):
+
+- ``sandwich`` (mbv3's default, as in BigNAS / Once-for-All): the largest subnet learns from the labels, then
+  the smallest and ``--random-subnets`` random subnets learn from the largest's predictions (in-place
+  distillation).
+- ``uniform`` (SPOS, nb201's default): ``--paths`` subnets drawn uniformly (one, as published) learn from the
+  labels.
+- ``fair`` (FairNAS' strict fairness): as many subnets as a choice has options, drawn so that every option of
+  every choice is trained exactly once per step, learn from the labels; this is what raises the supernet's
+  rank correlation with stand-alone training in FairNAS.
+
+The gradients of a step's subnets add up (``uniform`` and ``fair``: their mean) into one optimizer step. The
+learning rate follows a cosine schedule after a short warm-up.
 
 ``OUT/last.pt`` (resumable, with optimizer state) is written atomically every ``--checkpoint-every`` steps
 and at each epoch's end; ``--resume`` continues from it and ends with the same weights as an uninterrupted
@@ -40,11 +50,10 @@ from supernet.divergence import StepGuard
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, float_range, int_range,
                              non_negative_float, positive_float, random_seed, run_cli, unit_interval)
 from supernet.evaluate import subnet_accuracy
+from supernet.family import build_supernet, config_from_dict, family_of, get_space, input_shape
 from supernet.io import write_json
-from supernet.model import Supernet
 from supernet.outdir import claim_folder
 from supernet.schema import ANYTHING, COUNT, NUMBER, TEXT, Each, Nullable, Optional, config_schema
-from supernet.space import SpaceConfig, get_space
 
 
 @dataclass
@@ -61,7 +70,9 @@ class TrainConfig:
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
     warmup_steps: int = 100
-    random_subnets: int = 2
+    sampling: str = ""  # sandwich, uniform (SPOS) or fair (FairNAS); "": the space family's default
+    random_subnets: int = 2  # sandwich: random subnets per step besides the largest and smallest
+    paths: int = 1  # uniform: subnets per step
     flip: bool = True
     crop_padding: int = 0  # random crops of each image zero-padded by this many pixels (CIFAR-10: 4); 0: none
     seed: int = 0
@@ -74,8 +85,13 @@ class TrainConfig:
     nonfinite_limit: int = 5  # stop after this many steps in a row with a non-finite loss (each is skipped)
 
     def validate(self) -> "TrainConfig":
+        """Check every field; an empty ``sampling`` becomes the space family's default (saved resolved)."""
         check_ranges(self, TRAIN_RANGES)
-        get_space(self.space)
+        space = get_space(self.space)
+        if not self.sampling:
+            self.sampling = family_of(space.config).default_sampling
+        if self.sampling not in SAMPLINGS:
+            raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         return self
 
 
@@ -83,6 +99,7 @@ TRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's t
     "epochs": int_range(), "batch_size": int_range(), "lr": positive_float,
     "momentum": float_range(0.0, 1.0, below=True), "weight_decay": non_negative_float,
     "label_smoothing": unit_interval, "warmup_steps": int_range(0), "random_subnets": int_range(0),
+    "paths": int_range(1, 64),
     "crop_padding": int_range(0, 64), "seed": random_seed, "val_size": int_range(), "calib_size": int_range(), "subset": int_range(0),
     "checkpoint_every": int_range(), "stop_after": int_range(0), "nonfinite_limit": int_range()}
 
@@ -150,7 +167,7 @@ def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, tot
     return lr
 
 
-def sandwich_step(model: Supernet, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+def sandwich_step(model: Any, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                   rng: random.Random) -> float:
     """Accumulate the gradients of one sandwich step; return the largest subnet's loss."""
     space = model.space
@@ -166,6 +183,35 @@ def sandwich_step(model: Supernet, x: torch.Tensor, y: torch.Tensor, config: Tra
     return loss.item()
 
 
+def fair_paths(space: Any, rng: random.Random) -> list[dict[str, Any]]:
+    """FairNAS' strictly fair draw: ``m`` subnets (``m`` = the most options of any choice) in which every
+    choice takes each of its options equally often (exactly once where it has ``m``), from one random
+    permutation per choice."""
+    m = max(len(options) for options in space.choices.values())
+    columns = {}
+    for key, options in space.choices.items():
+        order = [options[i % len(options)] for i in range(m)]
+        rng.shuffle(order)
+        columns[key] = order
+    return [{key: columns[key][i] for key in space.choices} for i in range(m)]
+
+
+def path_step(model: Any, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, rng: random.Random) -> float:
+    """Accumulate the mean gradient of a ``uniform`` or ``fair`` step's subnets; return their mean loss."""
+    space = model.space
+    archs = fair_paths(space, rng) if config.sampling == "fair" else [space.sample(rng) for _ in range(config.paths)]
+    total = 0.0
+    for arch in archs:
+        model.set_active(arch)
+        loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing) / len(archs)
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+SAMPLINGS = ("sandwich", "uniform", "fair")
+
+
 def training_images(splits: Splits, subset: int) -> ImageSet:
     """The images a run learns from: the first ``subset`` of the training split (0: all of them).
 
@@ -177,7 +223,7 @@ def training_images(splits: Splits, subset: int) -> ImageSet:
     return splits.train.subset(torch.arange(subset)) if subset else splits.train
 
 
-def final_metrics(model: Supernet, splits: Splits, config: TrainConfig) -> dict[str, Any]:
+def final_metrics(model: Any, splits: Splits, config: TrainConfig) -> dict[str, Any]:
     """Validation and test accuracy of the largest and smallest subnets (recalibrated batch norm)."""
     calibration = splits.train.subset(torch.arange(min(config.calib_size, len(splits.train))))
     model = model.to(memory_format=torch.contiguous_format).eval()
@@ -207,15 +253,16 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
             print(f"resuming {last} at step {state['progress']['step']}", file=sys.stderr)
     config.validate()
     space = get_space(config.space)
-    if state is not None and SpaceConfig.from_dict(state["space"]) != space.config:
+    if state is not None and config_from_dict(state["space"], str(last)) != space.config:
         raise UserError(f"--resume: {last} holds a supernet whose space differs from the registered space "
                         f"{config.space!r}; start a new run without --resume")
-    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=config.val_size, seed=config.seed, num_classes=space.config.num_classes)
+    channels, size, _ = input_shape(space.config)
+    splits = load_splits(config.data, channels=channels, size=size, val_size=config.val_size, seed=config.seed,
+                         num_classes=space.config.num_classes)
     train_set = training_images(splits, config.subset)
     group.check_batch_size(config.batch_size, len(train_set))
     torch.manual_seed(config.seed)
-    model = Supernet(space.config).to(group.device)
+    model = build_supernet(space.config).to(group.device)
     optimizer = make_optimizer(model, config)
     step = 0
     losses: list[float | None] = []  # the global batch's loss (largest subnet) at each step; None: skipped
@@ -245,6 +292,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
                             progress={"step": step, "total_steps": total, "world_size": group.world_size,
                                       "losses": losses, "nonfinite": guard.state_dict()}, **extra)
 
+    step_rule = sandwich_step if config.sampling == "sandwich" else path_step
     start = time.time()
     end = min(total, step + config.stop_after) if config.stop_after else total
     with tqdm(total=total, initial=step, desc="supernet", unit="step", dynamic_ncols=True,
@@ -256,8 +304,8 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
                 optimizer.zero_grad(set_to_none=True)
                 x, y, share = group.shard(x, y)
                 guard.before()
-                loss = sandwich_step(model, x.to(group.device, memory_format=memory_format), y.to(group.device),
-                                     config, random.Random(f"{config.seed}-{step}"))
+                loss = step_rule(model, x.to(group.device, memory_format=memory_format), y.to(group.device), config,
+                                 random.Random(f"{config.seed}-{step}"))
                 loss = group.reduce_step(model, loss, share)
                 good = guard.check(loss, step)  # raises Diverged after too many bad steps in a row
                 losses.append(loss if good else None)

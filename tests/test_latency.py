@@ -14,7 +14,8 @@ from search.latency import (DEFAULT_BATCH_SIZE, LatencyTable, build_table, calib
                             table_for, validate)
 from search.timing import Timer, TimingSettings, prepare
 from supernet.errors import UserError
-from supernet.model import Subnet, unit_keys
+from supernet.family import unit_keys
+from supernet.model import Subnet
 from supernet.sampler import encode, score
 from supernet.space import get_space
 from tests.conftest import run_module

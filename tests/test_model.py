@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from supernet.layers import ElasticBatchNorm2d, ElasticDepthwiseConv2d, centre_kernel
-from supernet.model import Subnet, Supernet, unit_keys, units
+from supernet.family import unit_keys
+from supernet.model import Subnet, Supernet, units
 from supernet.space import get_space, list_spaces
 
 
