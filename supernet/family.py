@@ -25,7 +25,7 @@ from supernet.errors import UserError
 Arch = dict[str, Any]
 Unit = tuple[str, Callable[[], Any], tuple[int, ...]]  # (key, build a module in eval mode, input shape w/o batch)
 
-BUILTIN = ("supernet.space",)  # modules whose import registers the built-in families
+BUILTIN = ("supernet.space", "supernet.nb201")  # modules whose import registers the built-in families
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,7 @@ class SpaceConfig:
                 fields[key] = tuple(fields[key])
             return cls(**fields)
         except (KeyError, TypeError, ValueError) as err:
-            where = f"{source} holds a " if source else ""
-            raise UserError(f"{where}malformed space config ({err}): was it written by this tool?") from None
+            raise malformed_config(err, source) from None
 
 
 class Space:
@@ -239,22 +238,7 @@ class Space:
 
     def parse(self, value: str | Mapping[str, Any]) -> Arch:
         """Accept a canonical string, a JSON object text, or a dict; return a validated dict."""
-        if isinstance(value, Mapping):
-            return self.validate(value)
-        if not isinstance(value, str):  # e.g. a number where a results or measurements file should hold an arch
-            raise UserError(f"an architecture must be a string or a dict of choices, got {type(value).__name__}")
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                return self.validate(json.loads(text))
-            except json.JSONDecodeError as err:
-                raise UserError(f"architecture JSON is malformed: {err}") from None
-            except ValueError:  # an integer over Python's int-string conversion limit (4,300 digits)
-                raise UserError("architecture JSON holds an integer of thousands of digits; no choice is that "
-                                "large") from None
-            except RecursionError:
-                raise UserError("architecture JSON is nested too deeply to be an architecture") from None
-        return self.from_string(text)
+        return parse_arch(self, value)
 
     # ---- special members ------------------------------------------------------------------------
     def _constant(self, pick: Callable[[tuple[int, ...]], int]) -> Arch:
@@ -324,15 +308,52 @@ class Space:
         ``indices`` is a list, tuple or 1-D array of whole numbers (Python or NumPy integers; not floats,
         bools or strings), each in range for its key; anything else is a one-line :class:`UserError`.
         """
-        if isinstance(indices, (str, bytes, Mapping)) or not hasattr(indices, "__len__") \
-                or not hasattr(indices, "__iter__"):
-            raise UserError(f"an encoded architecture must be a list of option indices, got {type(indices).__name__}")
-        indices = list(indices)
-        if len(indices) != len(self.choices):
-            raise UserError(f"an encoded architecture of space {self.name!r} has {len(self.choices)} indices, "
-                            f"got {len(indices)}")
-        return {key: options[_option_index(index, key, len(options))]
-                for (key, options), index in zip(self.choices.items(), indices)}
+        return arch_from_indices(self.choices, indices, self.name)
+
+
+def parse_arch(space: Any, value: str | Mapping[str, Any]) -> dict[str, Any]:
+    """``space.validate`` of a dict or of a JSON object text, else ``space.from_string`` of the text: the
+    ``parse`` of every space, with one-line errors for what is neither."""
+    if isinstance(value, Mapping):
+        return space.validate(value)
+    if not isinstance(value, str):  # e.g. a number where a results or measurements file should hold an arch
+        raise UserError(f"an architecture must be a string or a dict of choices, got {type(value).__name__}")
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            return space.validate(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise UserError(f"architecture JSON is malformed: {err}") from None
+        except ValueError:  # an integer over Python's int-string conversion limit (4,300 digits)
+            raise UserError("architecture JSON holds an integer of thousands of digits; no choice is that "
+                            "large") from None
+        except RecursionError:
+            raise UserError("architecture JSON is nested too deeply to be an architecture") from None
+    return space.from_string(text)
+
+
+def index_list(value: Any) -> list[Any]:
+    """A list, tuple or 1-D array of option indices as a list; text, a dict or a number is a one-line error."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or not hasattr(value, "__iter__"):
+        raise UserError(f"an encoded architecture must be a list of option indices, got {type(value).__name__}")
+    return list(value)
+
+
+def arch_from_indices(choices: Mapping[str, Sequence[Any]], indices: Any, space_name: str) -> dict[str, Any]:
+    """The architecture whose option indices, in the key order of ``choices``, are ``indices``; anything but
+    one in-range whole number per key is a one-line :class:`UserError`."""
+    indices = index_list(indices)
+    if len(indices) != len(choices):
+        raise UserError(f"an encoded architecture of space {space_name!r} has {len(choices)} indices, "
+                        f"got {len(indices)}")
+    return {key: options[_option_index(index, key, len(options))]
+            for (key, options), index in zip(choices.items(), indices)}
+
+
+def malformed_config(err: Exception, source: str) -> UserError:
+    """The one-line error about a malformed or oversized space config read from ``source`` (a file name)."""
+    where = f"{source} holds a " if source else ""
+    return UserError(f"{where}malformed space config ({err}): was it written by this tool?")
 
 
 def _option_index(value: Any, key: str, count: int) -> int:

@@ -21,7 +21,7 @@ def randomise_batch_norm(model: torch.nn.Module, seed: int = 0) -> None:
             module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
 
 
-@pytest.mark.parametrize("name", list_spaces())
+@pytest.mark.parametrize("name", [name for name in list_spaces() if get_space(name).config.family == "mbv3"])
 def test_extracted_subnet_equals_supernet_for_20_random_architectures(name: str) -> None:
     torch.manual_seed(0)
     space = get_space(name)

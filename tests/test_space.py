@@ -13,6 +13,12 @@ def space(request: pytest.FixtureRequest) -> Space:
     return get_space(request.param)
 
 
+@pytest.fixture(params=[name for name in list_spaces() if isinstance(get_space(name), Space)])
+def mbv3_space(request: pytest.FixtureRequest) -> Space:
+    """The spaces of the mbv3 family (elastic blocks; largest = every option's last)."""
+    return get_space(request.param)
+
+
 def test_mbv3_is_registered_with_the_issue_choices() -> None:
     space = get_space("mbv3")
     assert space.config.depths == (2, 3, 4)
@@ -38,7 +44,8 @@ def test_string_round_trip_and_json(space: Space) -> None:
         assert json.loads(json.dumps(arch)) == arch
 
 
-def test_canonical_string_ignores_inactive_blocks(space: Space) -> None:
+def test_canonical_string_ignores_inactive_blocks(mbv3_space: Space) -> None:
+    space = mbv3_space
     arch = space.smallest()
     other = dict(arch)
     other["stage1.block3.kernel"] = max(space.config.kernels)
@@ -110,7 +117,8 @@ def test_size_counts_distinct_networks_by_enumeration() -> None:
     assert len(distinct) == space.size() == (2 + 4) ** 2
 
 
-def test_indices_encoding(space: Space) -> None:
+def test_indices_encoding(mbv3_space: Space) -> None:
+    space = mbv3_space
     assert space.to_indices(space.smallest()) == [0] * len(space.choices)
     largest = space.to_indices(space.largest())
     assert largest == [len(options) - 1 for options in space.choices.values()]

@@ -1,0 +1,230 @@
+"""NAS-Bench-201's networks: the weight-sharing supernet, the plain subnet of one cell, and their units.
+
+The layers are the benchmark's (AutoDL-Projects ``cell_operations``/``TinyNetwork``): ReLU-Conv-BN
+convolutions, a zero op (``x * 0``), identity, 3x3 average pooling (stride 1, padding not counted), a 3x3
+stem conv with batch norm, and between stages the residual reduction block (a ResNet basic block of stride
+2 whose shortcut is 2x2 average pooling then a 1x1 conv). Every cell position of the supernet holds a
+:class:`MixedOp` per edge (all five ops); :meth:`NB201Supernet.extract` copies the chosen op of every edge
+into an :class:`NB201Subnet`, which is made of standard torch layers under the same parameter names, runs
+and scripts without this project, and computes exactly what the supernet computes for that cell.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from supernet.model import init_weights
+from supernet.nb201 import EDGES, KEYS, OPS, Arch, NB201Config, NB201Space
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU, convolution (no bias), batch norm: the benchmark's convolution op and block half."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1):
+        super().__init__(nn.ReLU(inplace=False),
+                         nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the input's shape (as ``x * 0``, so that gradients and NaNs behave as the
+    benchmark's)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def make_op(op: str, channels: int) -> nn.Module:
+    """A fresh ``op`` of :data:`supernet.nb201.OPS` from ``channels`` to ``channels`` at stride 1."""
+    if op == "none":
+        return Zero()
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown NAS-Bench-201 op {op!r}")
+
+
+class MixedOp(nn.ModuleDict):
+    """One edge of the supernet: all five candidate ops by name; ``forward`` runs the one it is given."""
+
+    def __init__(self, channels: int):
+        super().__init__({op: make_op(op, channels) for op in OPS})
+
+    def forward(self, x: torch.Tensor, op: str) -> torch.Tensor:
+        return self[op](x)
+
+
+class SearchCell(nn.Module):
+    """A supernet cell: a :class:`MixedOp` per edge, in :data:`supernet.nb201.KEYS` order."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.edges = nn.ModuleList(MixedOp(channels) for _ in EDGES)
+
+    def forward(self, x: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
+        nodes = [x]
+        for (target, source), edge, op in zip(EDGES, self.edges, ops):
+            y = edge(nodes[source], op)
+            if target == len(nodes):
+                nodes.append(y)
+            else:
+                nodes[target] = nodes[target] + y
+        return nodes[-1]
+
+
+class InferCell(nn.Module):
+    """A static cell: edge ``k`` holds only its op, under the op's name (``edges.k.<op>``) as in the supernet."""
+
+    def __init__(self, channels: int, ops: Sequence[str]):
+        super().__init__()
+        self.edges = nn.ModuleList(nn.Sequential(OrderedDict([(op, make_op(op, channels))])) for op in ops)
+        self.sources = [source for _, source in EDGES]
+        self.targets = [target for target, _ in EDGES]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for k, edge in enumerate(self.edges):
+            y = edge(nodes[self.sources[k]])
+            if self.targets[k] == len(nodes):
+                nodes.append(y)
+            else:
+                nodes[self.targets[k]] = nodes[self.targets[k]] + y
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """The benchmark's reduction block between stages: a ResNet basic block of stride 2 whose shortcut is
+    2x2 average pooling then a 1x1 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv_a = ReLUConvBN(in_channels, out_channels, 3, stride=2)
+        self.conv_b = ReLUConvBN(out_channels, out_channels, 3)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2),
+                                        nn.Conv2d(in_channels, out_channels, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def _stem(config: NB201Config) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(config.in_channels, config.channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(config.channels))
+
+
+def _head(config: NB201Config) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Batch norm and ReLU, global average pooling, linear classifier: the end of every network, as the
+    ``head``, ``pool`` and ``classifier`` attributes of its module."""
+    channels = config.stage_channels()[-1]
+    return (nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True)), nn.AdaptiveAvgPool2d(1),
+            nn.Linear(channels, config.num_classes))
+
+
+class Head(nn.Module):
+    """The :func:`_head` layers alone (the ``head`` unit)."""
+
+    def __init__(self, config: NB201Config):
+        super().__init__()
+        self.head, self.pool, self.classifier = _head(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+
+def _cells(config: NB201Config, cell: Callable[[int], nn.Module]) -> nn.ModuleList:
+    """The benchmark's sequence: N cells, reduction, N cells, reduction, N cells (``cell(channels)``)."""
+    layers: list[nn.Module] = []
+    widths = config.stage_channels()
+    for t, width in enumerate(widths):
+        if t:
+            layers.append(ResidualReduction(widths[t - 1], width))
+        layers.extend(cell(width) for _ in range(config.cells))
+    return nn.ModuleList(layers)
+
+
+class NB201Subnet(nn.Module):
+    """The plain network of one cell (NAS-Bench-201's ``TinyNetwork``); ``arch`` is its raw benchmark string."""
+
+    def __init__(self, config: NB201Config, arch: Mapping[str, str]):
+        super().__init__()
+        space = NB201Space(config)
+        arch = space.validate(arch)
+        self.arch = space.arch_string(arch)
+        self.stem = _stem(config)
+        self.cells = _cells(config, lambda width: InferCell(width, [arch[key] for key in KEYS]))
+        self.head, self.pool, self.classifier = _head(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+
+class NB201Supernet(nn.Module):
+    """Every cell in one set of weights: each edge of each cell position holds all five ops; ``forward``
+    runs the active cell in every position."""
+
+    def __init__(self, config: NB201Config):
+        super().__init__()
+        self.config = config
+        self.space = NB201Space(config)
+        self.stem = _stem(config)
+        self.cells = _cells(config, SearchCell)
+        self.head, self.pool, self.classifier = _head(config)
+        init_weights(self)
+        self.active: Arch = {}
+        self._ops: list[str] = []
+        self.set_active(self.space.largest())
+
+    def set_active(self, arch: Mapping[str, str]) -> Arch:
+        """Make ``arch`` the cell that ``forward`` computes; returns the validated architecture."""
+        self.active = self.space.validate(arch)
+        self._ops = [self.active[key] for key in KEYS]
+        return self.active
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, self._ops) if isinstance(cell, SearchCell) else cell(x)
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+    @torch.no_grad()
+    def extract(self, arch: Mapping[str, str] | None = None) -> NB201Subnet:
+        """A plain :class:`NB201Subnet` for ``arch`` (default: the active one) with copies of its weights."""
+        subnet = NB201Subnet(self.config, self.active if arch is None else arch)
+        source = self.state_dict()
+        subnet.load_state_dict({key: source[key].clone() for key in subnet.state_dict()})
+        return subnet.train(self.training)
+
+
+Unit = tuple[str, Callable[[], nn.Module], tuple[int, int, int]]
+
+
+def units(config: NB201Config) -> Iterator[Unit]:
+    """Every piece a network is made of, for timing and counting one by one: ``(key, build, input shape)``.
+
+    Keys are ``"stem"``, ``"stage{t}.{op}"`` (one op at stage ``t``'s shape), ``"reduction1"``,
+    ``"reduction2"`` and ``"head"``; :func:`supernet.family.unit_keys` says how often each runs in a cell's
+    network. ``build()`` returns a fresh module in eval mode.
+    """
+    widths, sizes = config.stage_channels(), config.stage_sizes()
+    yield "stem", lambda: _stem(config).eval(), (config.in_channels, sizes[0], sizes[0])
+    for t, (width, size) in enumerate(zip(widths, sizes), start=1):
+        if t > 1:
+            def reduction(c_in: int = widths[t - 2], c_out: int = width) -> nn.Module:
+                return ResidualReduction(c_in, c_out).eval()
+            yield f"reduction{t - 1}", reduction, (widths[t - 2], sizes[t - 2], sizes[t - 2])
+        for op in OPS:
+            def build(o: str = op, c: int = width) -> nn.Module:
+                return make_op(o, c).eval()
+            yield f"stage{t}.{op}", build, (width, size, size)
+    yield "head", lambda: Head(config).eval(), (widths[-1], sizes[-1], sizes[-1])
