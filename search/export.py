@@ -319,7 +319,8 @@ def from_supernet(args: argparse.Namespace) -> Chosen:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m search.export", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--arch", help="architecture of --checkpoint: canonical string (k5e4-k3e6|...) or JSON object")
+    which.add_argument("--arch", help="architecture of --checkpoint: its space's string (as results.json spells "
+                                      "it) or JSON object")
     which.add_argument("--results", help="results.json of a search: exports its winner")
     which.add_argument("--subnet", help="subnet checkpoint (e.g. retrained): exported as is")
     parser.add_argument("--scenario", default=None, help="with --results: whose winner (default: the first scenario)")

@@ -753,7 +753,9 @@ def _setting_flags(parser: argparse.ArgumentParser, *, table_decides: bool = Fal
     """The measurement-setting flags; with ``table_decides`` one left out is None: the table's is used."""
     also = ", or the table's" if table_decides else ""
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N (default cpu)")
-    parser.add_argument("--space", default="mbv3", help="registered search space (default mbv3)")
+    parser.add_argument("--space", default=None if table_decides else "mbv3",
+                        help="registered search space (default " + ("the --table's, else " if table_decides else "")
+                             + "mbv3)")
     parser.add_argument("--batch-size", type=BATCH_SIZE, default=None if table_decides else DEFAULT_BATCH_SIZE,
                         help=f"images per timed call (default {DEFAULT_BATCH_SIZE}{also})")
     parser.add_argument("--threads", type=THREADS, default=None if table_decides else DEFAULT_THREADS,
@@ -818,7 +820,9 @@ def main(argv: list[str] | None = None) -> None:
         describe(load_table(args.table))
     elif args.command == "validate":
         device = parse_device(args.device)
-        table = table_for(get_space(args.space).config, device, batch_size=args.batch_size, threads=args.threads,
+        # A --table names its space; --space, when also given, must be that one (table_for refuses another).
+        space = load_table(args.table).space if args.table and not args.space else get_space(args.space or "mbv3")
+        table = table_for(space.config, device, batch_size=args.batch_size, threads=args.threads,
                           runtime=args.runtime, path=args.table, allow_foreign=args.allow_foreign_table, build=False)
         with claim_folder(args.out, what="a latency validation", run_files=("validation.json", "validation.png"),
                           resume=not args.overwrite, overwrite=args.overwrite):  # validate() checks what it resumes

@@ -8,8 +8,9 @@
 - ``scratch``: every layer from fresh weights (``supernet.model.init_weights``), as a stand-alone network.
 
 Training is plain cross-entropy with label smoothing, SGD with Nesterov momentum, a short warm-up then cosine
-learning rate, flips and channels-last, on the training images outside the search's validation split (the
-same split ``search.evolve`` scored on). ``OUT/last.pt`` (with the optimizer state) is written atomically
+learning rate, flips, padded random crops with ``--crop-padding`` (as ``supernet.train``; CIFAR-10: 4) and
+channels-last, on the training images outside the search's validation split (the same split
+``search.evolve`` scored on). ``OUT/last.pt`` (with the optimizer state) is written atomically
 every ``--checkpoint-every`` steps and at each epoch's end; ``--resume`` continues from it and ends with the
 same weights as an uninterrupted run. An ``--out`` that already holds a run is refused unless ``--resume`` or
 ``--overwrite`` (start over), and so is one another process is writing (see :mod:`supernet.outdir`).
@@ -73,6 +74,7 @@ class RetrainConfig:
     label_smoothing: float = 0.1
     warmup_steps: int = -1  # -1: 5% of the steps
     flip: bool = True
+    crop_padding: int = 0  # random crops zero-padded by this many pixels, as supernet.train (CIFAR-10: 4)
     seed: int = 0
     subset: int = 0  # train on the first N training images only (0: all)
     channels_last: bool = True
@@ -102,12 +104,13 @@ class RetrainConfig:
         warmup = self.warmup_steps if self.warmup_steps >= 0 else math.ceil(0.05 * steps)
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
-                           warmup_steps=warmup, flip=self.flip, seed=self.seed)
+                           warmup_steps=warmup, flip=self.flip, crop_padding=self.crop_padding, seed=self.seed)
 
 
 RETRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's type= and validate()'s check
     **{name: TRAIN_RANGES[name] for name in ("epochs", "batch_size", "momentum", "weight_decay", "label_smoothing",
-                                             "seed", "subset", "checkpoint_every", "stop_after", "nonfinite_limit")},
+                                             "crop_padding", "seed", "subset", "checkpoint_every", "stop_after",
+                                             "nonfinite_limit")},
     "lr": non_negative_float, "warmup_steps": int_range(-1), "stages": int_range(), "calibration_size": int_range(0)}
 
 
@@ -184,7 +187,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
     defaults = RetrainConfig(arch="")
     parser = ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--arch", help="architecture: canonical string (k5e4-k3e6|...) or JSON object")
+    which.add_argument("--arch", help="architecture: its space's string (as results.json spells it) or JSON object")
     which.add_argument("--results", help="results.json of a search: retrains its winner")
     parser.add_argument("--scenario", default=None, help="with --results: whose winner (default: the first)")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode, help="what trains, from which weights")

@@ -44,8 +44,8 @@ from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
 from supernet.io import read_json, write_json
 from supernet.outdir import claim_folder
-from supernet.schema import (ANYTHING, BOOLEAN, COUNT, INTEGER, NUMBER, POSITIVE, TEXT, Each, Nullable, Optional,
-                             check_document)
+from supernet.schema import (ANYTHING, BOOLEAN, CHOICE, COUNT, INTEGER, NUMBER, POSITIVE, TEXT, Each, Nullable,
+                             Optional, check_document)
 from supernet.sampler import flops_params_table, score_python
 
 
@@ -166,7 +166,7 @@ RESULTS_KEYS = ("scenarios", "winners", "history", "pareto_front", "latency_metr
 
 # The shape of results.json as :func:`search` writes it: every field a reader (export, retrain, ensemble,
 # report, plot_search) uses. Fields the readers take with a default are Optional, but checked when present.
-RECORD = {"arch": Each(INTEGER), "arch_string": TEXT, "metrics": Each(NUMBER, required=("val_top1",)),
+RECORD = {"arch": Each(CHOICE), "arch_string": TEXT, "metrics": Each(NUMBER, required=("val_top1",)),
           "generation": INTEGER, "feasible": Optional(BOOLEAN)}
 VERIFIED = {**RECORD, "predicted_latency_ms": NUMBER, "measured_latency_ms": POSITIVE,
             "measured_spread_ms": Optional(NUMBER), "meets_budget": BOOLEAN}

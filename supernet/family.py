@@ -70,6 +70,7 @@ class Space(Protocol):
     config: Any
     choices: Mapping[str, Sequence[Any]]
     name: str
+    num_stages: int  # the length of a subnet's ``stages``
 
     def validate(self, arch: Mapping[str, Any]) -> Arch: ...
     def to_string(self, arch: Mapping[str, Any]) -> str: ...
@@ -82,6 +83,18 @@ class Space(Protocol):
     def from_codes(self, codes: Sequence[int]) -> Arch: ...
 
 
+class Subnet(Protocol):
+    """What the package asks of a family's subnet (an ``nn.Module`` that scripts without this project):
+    ``arch``, a string :meth:`Space.parse` reads back; ``stages``, its stages in order (each a module, for
+    ``search.retrain --mode last-stages``); ``head`` and ``classifier``, the end of the network
+    (``--mode head``)."""
+
+    arch: str
+    stages: Sequence[Any]
+    head: Any
+    classifier: Any
+
+
 class Family(Protocol):
     """One kind of space: config, choices, supernet, subnet and units."""
 
@@ -91,7 +104,7 @@ class Family(Protocol):
     def config_from_dict(self, data: Mapping[str, Any], source: str) -> Any: ...
     def space(self, config: Any) -> Space: ...
     def supernet(self, config: Any) -> Any: ...
-    def subnet(self, config: Any, arch: Mapping[str, Any]) -> Any: ...
+    def subnet(self, config: Any, arch: Mapping[str, Any]) -> Subnet: ...
     def units(self, config: Any) -> Iterator[Unit]: ...
     def unit_costs(self, config: Any) -> UnitCosts: ...
 

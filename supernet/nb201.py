@@ -150,6 +150,11 @@ class NB201Space:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def num_stages(self) -> int:
+        """Stages of the network (of ``cells`` cells at one width each): a subnet's ``stages``."""
+        return 3
+
     # ---- validation and strings -------------------------------------------------------------------
     def validate(self, arch: Mapping[str, Any]) -> Arch:
         """Return a clean copy of ``arch`` in key order, or raise :class:`UserError` naming the bad entry."""

@@ -153,6 +153,8 @@ def _cells(config: NB201Config, cell: Callable[[int], nn.Module]) -> nn.ModuleLi
 class NB201Subnet(nn.Module):
     """The plain network of one cell (NAS-Bench-201's ``TinyNetwork``); ``arch`` is its raw benchmark string."""
 
+    __jit_unused_properties__ = ["stages"]  # a view for training code, not part of the scripted network
+
     def __init__(self, config: NB201Config, arch: Mapping[str, str]):
         super().__init__()
         space = NB201Space(config)
@@ -161,6 +163,15 @@ class NB201Subnet(nn.Module):
         self.stem = _stem(config)
         self.cells = _cells(config, lambda width: InferCell(width, [arch[key] for key in KEYS]))
         self.head, self.pool, self.classifier = _head(config)
+        self._stage_cells = config.cells
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """The three stages in order, each its cells after the reduction block that leads into it (the
+        first has none), as the subnet contract names them (``search.retrain --mode last-stages``). A view
+        of :attr:`cells`, not registered, so parameter names stay ``cells.<k>.*``."""
+        cells, n = list(self.cells), self._stage_cells + 1  # a stage after the first: reduction + cells
+        return [nn.Sequential(*cells[max(0, t * n - 1):(t + 1) * n - 1]) for t in range(3)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

@@ -5,7 +5,7 @@ a dict belongs, a string where a number belongs, a missing key. Each reader stat
 as a *schema*, and :func:`check` compares a document with it before any field is used, so the consumer never
 trips over a ``KeyError`` or ``TypeError`` deep inside. A schema is made of:
 
-- a :class:`Leaf` (``TEXT``, ``INTEGER``, ``COUNT``, ``NUMBER``, ``POSITIVE``, ``BOOLEAN``, ``ANYTHING``);
+- a :class:`Leaf` (``TEXT``, ``INTEGER``, ``COUNT``, ``NUMBER``, ``POSITIVE``, ``BOOLEAN``, ``CHOICE``, ``ANYTHING``);
 - a ``dict`` literal: an object that has at least these keys (extra keys are allowed and not checked);
 - a one-element ``list`` literal ``[schema]``: a list of values of that schema;
 - :class:`Each` (an object with any keys, every value of one schema), :class:`Optional` (a key that may be
@@ -43,6 +43,7 @@ COUNT = Leaf("a whole number >= 0", lambda v: INTEGER.test(v) and v >= 0)
 NUMBER = Leaf("a finite number", _is_number)
 POSITIVE = Leaf("a positive finite number", lambda v: _is_number(v) and v > 0)
 BOOLEAN = Leaf("true or false", lambda v: isinstance(v, bool))
+CHOICE = Leaf("an integer or text", lambda v: INTEGER.test(v) or isinstance(v, str))  # an arch dict's value, of any family
 ANYTHING = Leaf("anything", lambda v: True)
 
 
