@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic Fashion-MNIST-format dataset, a tiny trained supernet, a fast table.
+"""Shared fixtures: a tiny synthetic Fashion-MNIST-format dataset, a tiny trained supernet, a fast table, slices
+of the real CIFAR-10 and checks shared by the CLI tests.
 
 Everything here is small enough that the whole suite runs in minutes on two cores; real sizes live in bench/.
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -17,6 +19,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10"  # the shared data folder beside the repository
+NO_CIFAR = f"CIFAR-10 is not at {CIFAR} (the shared data folder beside the repository)"
 
 
 def write_idx(path: Path, array: torch.Tensor, magic: int) -> None:
@@ -36,6 +40,17 @@ def make_fake_fmnist(root: Path, train: int = 320, test: int = 80, seed: int = 0
             images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 250
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images, 0x803)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels, 0x801)
+    return root
+
+
+def make_cifar_slice(root: Path, per_class: int) -> Path:
+    """An ImageFolder at ``root`` of the first ``per_class`` real CIFAR-10 images of each class and split, as
+    symlinks: the data is never copied (its image cache goes wherever ``$ONESHOT_CACHE`` says)."""
+    for split in ("train", "test"):
+        for folder in sorted((CIFAR / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for file in sorted(folder.iterdir())[:per_class]:
+                (root / split / folder.name / file.name).symlink_to(file)
     return root
 
 
@@ -123,3 +138,19 @@ def logits_without_the_project(model: Path, x: torch.Tensor, folder: Path) -> to
                             cwd=folder, env={"PATH": "/usr/bin:/bin"}, text=True, capture_output=True, timeout=300)
     assert result.returncode == 0, f"running {model} without the project failed:\n{result.stderr[-3000:]}"
     return torch.from_numpy(numpy.load(folder / "y.npy"))
+
+
+def check_markdown(report: str, folder: Path) -> None:
+    """Every table row of a Markdown ``report`` has as many cells as its header (an unescaped ``|``, as in an
+    architecture string, would add one) and every picture and link resolves from ``folder``."""
+    columns = None
+    for line in report.splitlines():
+        cells = len(re.findall(r"(?<!\\)\|", line))
+        if not line.startswith("|"):
+            columns = None
+        elif columns is None:
+            columns = cells
+        else:
+            assert cells == columns, line
+    for target in re.findall(r"\]\(([^)]+)\)", report):
+        assert (folder / target).exists(), target

@@ -12,26 +12,18 @@ import torch
 import torch.nn.functional as F
 
 from supernet.data import ImageSet, batches, channel_stats, image_cache_path, load_splits, to_float
+from tests.conftest import CIFAR, NO_CIFAR, make_cifar_slice
 
-ROOT = Path(__file__).resolve().parent.parent
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 PER_CLASS = 20
 
-pytestmark = pytest.mark.skipif(not (CIFAR / "train").is_dir(),
-                                reason=f"CIFAR-10 is not at {CIFAR} (the shared data folder beside the repository)")
+pytestmark = pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=NO_CIFAR)
 
 
 @pytest.fixture
 def cifar_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``PER_CLASS`` real images of each class and split, as symlinks; the cache in ``tmp_path/cache``."""
     monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "cifar-slice"
-    for split in ("train", "test"):
-        for folder in sorted((CIFAR / split).iterdir()):
-            (root / split / folder.name).mkdir(parents=True)
-            for file in sorted(folder.iterdir())[:PER_CLASS]:
-                (root / split / folder.name / file.name).symlink_to(file)
-    return root
+    return make_cifar_slice(tmp_path / "cifar-slice", PER_CLASS)
 
 
 def load(root: Path):

@@ -1,7 +1,6 @@
 """The Markdown report of a search, with a retrained winner and an ensemble found next to it, through
 ``python -m``."""
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from search.latency import load_table
 from search.run import read_results
 from supernet.checkpoint import load_supernet
 from supernet.errors import UserError
-from tests.conftest import run_module
+from tests.conftest import check_markdown, run_module
 
 
 def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_run: Path, fake_data: Path,
@@ -45,17 +44,7 @@ def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_r
     assert f"{100 * retrained['metrics']['test']['top1']:.2f}%" in report and "head, 1 ep" in report
     assert f"{100 * ensemble['gain_test_top1']:+.2f} points" in report
     assert all(cell(m["arch"]) in report for m in ensemble["members"])
-    columns = None  # every table row has as many cells as its header (an unescaped | would add one)
-    for line in report.splitlines():
-        cells = len(re.findall(r"(?<!\\)\|", line))
-        if not line.startswith("|"):
-            columns = None
-        elif columns is None:
-            columns = cells
-        else:
-            assert cells == columns, line
-    for target in re.findall(r"\]\(([^)]+)\)", report):  # every picture and link resolves from the report
-        assert (out / target).exists(), target
+    check_markdown(report, out)
 
 
 def test_report_refuses_a_file_that_is_not_search_results(tmp_path: Path) -> None:
