@@ -6,6 +6,7 @@ scikit-learn's ``zero_division=0`` counts them.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Sequence
 
 import torch
@@ -64,5 +65,5 @@ def confusion_png(report: dict[str, Any], path: str, title: str) -> str:
     for (i, j), count in zip(((i, j) for i in range(len(names)) for j in range(len(names))), matrix.flatten()):
         ax.text(j, i, int(count), ha="center", va="center", fontsize=6,
                 color="white" if count > threshold else "black")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(textwrap.fill(title, 100), fontsize=8)  # long architecture strings (nb201's) span lines
     return str(save_png(fig, path))
