@@ -153,7 +153,7 @@ class NB201Space:
     @property
     def num_stages(self) -> int:
         """Stages of the network (of ``cells`` cells at one width each): a subnet's ``stages``."""
-        return 3
+        return len(self.config.stage_channels())
 
     # ---- validation and strings -------------------------------------------------------------------
     def validate(self, arch: Mapping[str, Any]) -> Arch:
