@@ -134,7 +134,8 @@ def test_nb201_against_published_figures(nb201_run: tuple[Path, Path], tmp_path:
     assert "inherited vs published" in capsys.readouterr().out
 
 
-def test_mbv3_runs_as_before_and_refuses_published(tiny_run: Path, fake_data: Path, tmp_path: Path) -> None:
+def test_mbv3_runs_as_before_and_refuses_published(tiny_run: Path, fake_data: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint = str(tiny_run / "final.pt")
     ranking.main(["--checkpoint", checkpoint, "--subnets", "2", *TINY, "--out", str(tmp_path / "mbv3")])
     results = json.loads((tmp_path / "mbv3" / "ranking.json").read_text())
@@ -142,6 +143,12 @@ def test_mbv3_runs_as_before_and_refuses_published(tiny_run: Path, fake_data: Pa
     space = get_space("mbv3")
     assert [r["arch"] for r in results["subnets"]] == [space.to_string(a) for a in ranking.uniform_cells(space, 2, 0)]
     assert "published_top1" not in results["subnets"][0] and "trained_vs_published" not in results["summary"]
+    # a file written before the recipe flags existed resumes as made with their defaults (no cell is redone)
+    results["settings"] = {k: v for k, v in results["settings"].items() if ranking.LEGACY_SETTINGS.get(k) != v}
+    assert "lr" not in results["settings"] and "standalone" not in results["settings"]
+    (tmp_path / "mbv3" / "ranking.json").write_text(json.dumps(results))
+    monkeypatch.setattr(ranking, "train_standalone", lambda *a: pytest.fail("a finished cell was trained again"))
+    ranking.main(["--checkpoint", checkpoint, "--subnets", "2", *TINY, "--out", str(tmp_path / "mbv3")])
     for flag in (["--standalone", "published"], ["--pick", "quantiles"]):
         with pytest.raises(UserError, match="not an nb201 space"):
             ranking.main(["--checkpoint", checkpoint, *flag, "--out", str(tmp_path / "refused")])
