@@ -21,17 +21,21 @@ pytestmark = pytest.mark.skipif(not (CIFAR / "train").is_dir(),
                                 reason=f"CIFAR-10 is not at {CIFAR} (the shared data folder beside the repository)")
 
 
+def link_slice(root: Path, per_class: int = PER_CLASS) -> Path:
+    """An ImageFolder at ``root`` of the first ``per_class`` real images of each class and split, as symlinks."""
+    for split in ("train", "test"):
+        for folder in sorted((CIFAR / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for file in sorted(folder.iterdir())[:per_class]:
+                (root / split / folder.name / file.name).symlink_to(file)
+    return root
+
+
 @pytest.fixture
 def cifar_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``PER_CLASS`` real images of each class and split, as symlinks; the cache in ``tmp_path/cache``."""
     monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "cifar-slice"
-    for split in ("train", "test"):
-        for folder in sorted((CIFAR / split).iterdir()):
-            (root / split / folder.name).mkdir(parents=True)
-            for file in sorted(folder.iterdir())[:PER_CLASS]:
-                (root / split / folder.name / file.name).symlink_to(file)
-    return root
+    return link_slice(tmp_path / "cifar-slice")
 
 
 def load(root: Path):
