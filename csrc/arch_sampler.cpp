@@ -1,4 +1,7 @@
-// Architecture sampler and scorer over a Space's numeric encoding (supernet.sampler has the references).
+// Architecture sampler and scorer over a space's slot layout (supernet.family.SlotLayout; supernet.sampler has
+// the references). The kernels know groups of slots, never a family: mbv3 maps stages of blocks onto them
+// (depth elastic, choice = kernel x expand), nb201 six edges of one slot each (choice = op). Below, "stage"
+// is a group, "block" a slot, and "kernel" / "expand" the two digits of a slot's choice.
 //
 // Encoding: int8 codes [N, K], K = S * (1 + 2 * D); per stage s the depth option index, then for every block
 // b < D its kernel and expand option indices. Inactive blocks (b >= depth) hold 0 and are ignored.

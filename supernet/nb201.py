@@ -42,6 +42,11 @@ EDGES = tuple((i, j) for i in range(1, NODES) for j in range(i))  # (target, sou
 KEYS = tuple(f"node{i}.in{j}" for i, j in EDGES)
 CELLS = len(OPS) ** len(EDGES)  # 15,625
 
+# CIFAR-10's training-set per-channel statistics of pixels in [0, 1], as the field normalises with them; the
+# network's first layer applies them, so data, exported models and latency units all take plain pixels.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
 # The most a config may ask for: far beyond the published C=16, N=5, far below what would exhaust memory.
 LIMITS = {"channels": 1024, "cells": 32, "in_channels": 64, "input_size": 4096, "num_classes": 100_000}
 MAX_WEIGHTS = 5 * 10 ** 8  # 2 GB of float32 weights, as for mbv3
@@ -58,11 +63,19 @@ class NB201Config:
     in_channels: int = 3
     input_size: int = 32
     num_classes: int = 10
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
 
     def __post_init__(self) -> None:
         """Refuse what no network can be built from, before anything is built (a corrupt or crafted file)."""
         if not isinstance(self.name, str):
             raise ValueError("name must be text")
+        stats = (*self.mean, *self.std)
+        if not (isinstance(self.mean, tuple) and isinstance(self.std, tuple)
+                and len(self.mean) == len(self.std) == self.in_channels
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e3 for v in stats)
+                and all(v > 0 for v in self.std)):
+            raise ValueError("mean and std must be one number per input channel, std positive")
         for key, limit in LIMITS.items():
             value = getattr(self, key)
             if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
@@ -98,6 +111,9 @@ class NB201Config:
             fields = dict(data)
             if fields.pop("family", cls.family) != cls.family:
                 raise ValueError(f"it is of family {data['family']!r}, not {cls.family!r}")
+            for key in ("mean", "std"):
+                if isinstance(fields.get(key), list):
+                    fields[key] = tuple(fields[key])
             return cls(**fields)
         except (KeyError, TypeError, ValueError) as err:
             raise malformed_config(err, source) from None

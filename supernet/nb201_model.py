@@ -115,8 +115,24 @@ class ResidualReduction(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
+class Normalize(nn.Module):
+    """Fixed per-channel normalisation of pixels in [0, 1], ``(x - mean) / std``: the network's first layer,
+    so training, evaluation and every exported model take plain pixels. Not a parameter, not in the state
+    dict: the config holds the statistics."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("scale", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.scale
+
+
 def _stem(config: NB201Config) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(config.in_channels, config.channels, 3, padding=1, bias=False),
+    return nn.Sequential(Normalize(config.mean, config.std),
+                         nn.Conv2d(config.in_channels, config.channels, 3, padding=1, bias=False),
                          nn.BatchNorm2d(config.channels))
 
 

@@ -205,3 +205,24 @@ def test_flops_and_params_add_up_to_thop_on_the_subnet(cells: int) -> None:
         used = family.unit_keys(space, arch)
         assert sum(counts[key][0] for key in used) == macs
         assert sum(counts[key][1] for key in used) == sum(p.numel() for p in subnet.parameters())
+
+
+def test_a_search_never_evaluates_one_function_twice() -> None:
+    """Evolution on the benchmark's space: every evaluation is of a new function class, though the draws
+    and mutations produce many raw cells of classes already seen."""
+    from search.problem import Problem
+    from search.strategies import random_search, regularized_evolution
+    from supernet.nb201 import KEYS, unique_str
+
+    space = family.get_space("nb201")
+    for search in (lambda p: random_search(p, evaluations=300, seed=1),
+                   lambda p: regularized_evolution(p, objective="score", evaluations=300, seed=2)):
+        called: list[str] = []
+
+        def evaluate(arch: dict) -> dict:
+            called.append(unique_str([arch[key] for key in KEYS]))
+            return {"score": sum(op == "nor_conv_3x3" for op in arch.values()) + random.random()}
+
+        records = search(Problem(space, evaluate, progress=False))
+        assert len(called) == len(records) == 300
+        assert len(set(called)) == 300, "one function was evaluated twice"
