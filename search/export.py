@@ -45,8 +45,8 @@ from torch import nn
 from search.evaluate import DEFAULT_CALIBRATION
 from search.latency import parse_device, table_for
 from search.run import read_results
-from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet
-from supernet.data import DEFAULT_DATA, load_splits
+from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet, trained_data
+from supernet.data import load_splits
 from supernet.errors import ArgumentParser, UserError, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write, refuse_folder
@@ -289,6 +289,7 @@ class Chosen:
     val_size: int
     calibration_size: int = 0  # 0: no batch-norm recalibration
     source: dict[str, Any] = field(default_factory=dict)
+    data: str = ""  # the dataset its source was trained or searched on
 
 
 def from_subnet_checkpoint(path: str) -> Chosen:
@@ -296,7 +297,8 @@ def from_subnet_checkpoint(path: str) -> Chosen:
     subnet, payload = load_subnet(path)
     space = space_of(config_from_dict(payload["space"]))
     return Chosen(subnet, space, space.parse(subnet.arch), path, _subnet_accuracy(payload),
-                  _subnet_latency(payload, path), payload.get("train_config", {}).get("val_size", 5000))
+                  _subnet_latency(payload, path), payload.get("train_config", {}).get("val_size", 5000),
+                  data=trained_data(payload))
 
 
 def from_supernet(args: argparse.Namespace) -> Chosen:
@@ -313,7 +315,8 @@ def from_supernet(args: argparse.Namespace) -> Chosen:
     source = {"results": args.results, "scenario": scenario} if winner else {}
     return Chosen(supernet.extract(arch).eval(), space, arch, checkpoint, {},
                   _results_latency(results, winner, args.results) if winner else None,
-                  meta.get("train_config", {}).get("val_size", 5000), calibration_size, source)
+                  meta.get("train_config", {}).get("val_size", 5000), calibration_size, source,
+                  trained_data(meta, results.get("config", {}).get("data")))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenario", default=None, help="with --results: whose winner (default: the first scenario)")
     parser.add_argument("--checkpoint", default=None,
                         help="supernet checkpoint (default: the one the results name, else the shipped one)")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset for batch-norm recalibration and accuracy")
+    parser.add_argument("--data", default=None, help="dataset for batch-norm recalibration and accuracy (default: "
+                        "the one the subnet's supernet was trained on)")
     parser.add_argument("--calibration-size", type=int_range(0), default=None,
                         help=f"training images to recalibrate batch norm on (default: the search's, else "
                              f"{DEFAULT_CALIBRATION}; 0: keep the supernet's statistics)")
@@ -361,7 +365,7 @@ def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
     chosen = from_subnet_checkpoint(args.subnet) if args.subnet else from_supernet(args)
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency
     if "val_top1" not in known:
-        splits = load_splits(args.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size,
+        splits = load_splits(args.data or chosen.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size,
                              num_classes=config.num_classes)
         if chosen.calibration_size:
             count = min(chosen.calibration_size, len(splits.train))

@@ -40,9 +40,9 @@ from search.export import winner_of
 from search.latency import parse_device, table_for
 from search.metrics import classification_report, confusion_png
 from search.run import read_results
-from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore,
+from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore, trained_data,
                                  save_subnet_checkpoint)
-from supernet.data import DEFAULT_DATA, Splits, load_splits
+from supernet.data import Splits, load_splits
 from supernet.divergence import StepGuard
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, int_range, non_negative_float,
                              run_cli)
@@ -79,7 +79,7 @@ class RetrainConfig:
     subset: int = 0  # train on the first N training images only (0: all)
     channels_last: bool = True
     checkpoint: str = str(PRETRAINED)
-    data: str = DEFAULT_DATA
+    data: str = ""  # "": the dataset the supernet was trained on
     calibration_size: int = DEFAULT_CALIBRATION
     checkpoint_every: int = 100
     stop_after: int = 0  # stop after N steps in this run, leaving OUT/last.pt to --resume (0: run to the end)
@@ -240,7 +240,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
     config.validate()
     command = command or sys.argv
     supernet, meta = load_supernet(config.checkpoint)
-    config = dataclasses.replace(config, arch=resolve_arch(config, supernet.space))
+    config = dataclasses.replace(config, arch=resolve_arch(config, supernet.space), data=trained_data(meta, config.data))
     space = supernet.space
     if state is not None:
         check_resumed(state, config, space, last)

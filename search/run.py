@@ -38,8 +38,8 @@ from search.plot import plot_search
 from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
 from search.timing import RUNTIMES, plausible_ms
-from supernet.checkpoint import PRETRAINED, load_supernet
-from supernet.data import DEFAULT_DATA, load_splits
+from supernet.checkpoint import PRETRAINED, load_supernet, trained_data
+from supernet.data import load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
 from supernet.io import read_json, write_json
@@ -93,7 +93,7 @@ class SearchConfig:
     max_flops: float | None = None
     max_params: float | None = None
     checkpoint: str = str(PRETRAINED)
-    data: str = DEFAULT_DATA
+    data: str = ""  # "": the dataset the supernet was trained on
     table: str | None = None
     allow_foreign_table: bool = False
     # The latency setting: None where not asked for, so the table's is used (or, with no table, the default);
@@ -121,7 +121,7 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--max-flops", type=positive_float, default=None, help="upper bound on multiply-adds")
     parser.add_argument("--max-params", type=positive_float, default=None, help="upper bound on parameters")
     parser.add_argument("--checkpoint", default=str(PRETRAINED), help="supernet checkpoint (default: shipped)")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset folder (default: Debian's Fashion-MNIST)")
+    parser.add_argument("--data", default="", help="dataset folder (default: the one the supernet was trained on)")
     parser.add_argument("--table", default=None, help="latency table file (one device only; default: cached)")
     parser.add_argument("--allow-foreign-table", action="store_true",
                         help="accept a table measured on another device, with a warning")
@@ -229,6 +229,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     With a ``group`` of several processes each calls this with the same arguments; all return the same result.
     """
     supernet, meta = load_supernet(config.checkpoint)
+    config = dataclasses.replace(config, data=trained_data(meta, config.data))
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000),

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from supernet.data import DEFAULT_DATA
 from supernet.divergence import nonfinite_tensors
 from supernet.errors import UserError
 from supernet.io import atomic_serialize
@@ -167,6 +168,17 @@ def restore(target: Any, state: Any, path: str | os.PathLike, what: str) -> None
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"--resume: the {what} in {path} does not fit this run ({first[:200]}); start a new run "
                         "without --resume") from None
+
+
+def trained_data(payload: dict[str, Any], given: str | None = None) -> str:
+    """The dataset a command reads for a checkpoint: ``given`` (its ``--data``), else the one the checkpoint
+    was retrained or trained on, else Fashion-MNIST: a CIFAR-10 supernet is never scored on Fashion-MNIST
+    because a flag was left out."""
+    for config in ("retrain_config", "train_config"):
+        data = payload.get(config, {}).get("data") if isinstance(payload.get(config), dict) else None
+        if not given and isinstance(data, str) and data:
+            given = data
+    return given or DEFAULT_DATA
 
 
 def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Any, dict[str, Any]]:

@@ -50,7 +50,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     space = load_supernet(checkpoint)[0].space
     latency = load_table(table)
     budget = round((latency.predict(space.smallest()) + latency.predict(space.largest())) / 2, 3)
-    common = ["--checkpoint", str(checkpoint), "--data", str(data), "--table", str(table), *SIZES]
+    common = ["--checkpoint", str(checkpoint), "--table", str(table), *SIZES]  # --data: the supernet's own
     searched = run_module("search.evolve", "--latency-ms", f"{budget:.3f}", "--population", "4", "--evaluations",
                           "8", "--children", "2", "--tournament", "2", *common, "--out", str(root / "search"))
     return {"root": root, "data": data, "table": table, "checkpoint": checkpoint, "space": space, "budget": budget,
@@ -98,6 +98,7 @@ def test_evolution_and_bo_find_cells_under_the_budget(run: dict[str, Any]) -> No
     assert space.to_string(winner["arch"]) == winner["arch_string"] == space.to_string(space.parse(winner["arch_string"]))
     assert winner["meets_budget"] == (winner["measured_latency_ms"] <= budget)
     assert winner["arch_string"] in run["printed"]["evolve"]
+    assert results["config"]["data"] == str(run["data"]), "search left --data out and did not score on CIFAR-10"
 
     table = load_table(run["table"])
     low, high = table.predict(space.smallest()), table.predict(space.largest())
