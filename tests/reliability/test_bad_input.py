@@ -116,7 +116,7 @@ CASES = [
     # latency tables of another device, schema or space, not a table, truncated, incomplete
     (["search.latency", "validate", "--table", "FOREIGN_TABLE"], "was measured on another device or setting (cpu:"),
     (["search.latency", "validate", "--table", "V1_TABLE"], "has schema version 1; this tool reads version 2"),
-    (["search.latency", "validate", "--table", "OTHER_SPACE_TABLE"], "is for another search space ('other'"),
+    (["search.latency", "validate", "--table", "OTHER_SPACE_TABLE", "--space", "mbv3"], "is for another search space ('other'"),
     (["search.latency", "show", "LIST_TABLE"], "is not a latency table of this tool"),
     (["search.latency", "show", "TRUNCATED_TABLE"], "is not valid JSON"),
     (["search.latency", "show", "INCOMPLETE_TABLE"], "is incomplete (1 unit entries missing"),
