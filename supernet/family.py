@@ -16,6 +16,7 @@ This module imports no torch: the search core stays importable without it.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
@@ -205,9 +206,15 @@ def units(config: Any) -> Iterator[Unit]:
     return family_of(config).units(config)
 
 
+@functools.lru_cache(maxsize=16)
+def _unit_costs(config: Any) -> UnitCosts:
+    """A config's unit costs, built once: :func:`unit_keys` runs for every architecture a table predicts."""
+    return family_of(config).unit_costs(config)
+
+
 def unit_keys(space: Space, arch: Mapping[str, Any]) -> list[str]:
     """The units that make up ``arch``, each as often as it runs (base first, then every used slot's)."""
-    costs = family_of(space.config).unit_costs(space.config)
+    costs = _unit_costs(space.config)
     keys = [key for key, count in costs.base for _ in range(count)]
     for slot in space.slots(space.validate(arch)):
         keys.extend(key for key, count in costs.slots[slot] for _ in range(count))
