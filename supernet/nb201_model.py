@@ -61,6 +61,17 @@ class MixedOp(nn.ModuleDict):
     def forward(self, x: torch.Tensor, op: str) -> torch.Tensor:
         return self[op](x)
 
+    def mixed(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_k weights[k] * op_k(x)`` over the five ops in :data:`supernet.nb201.OPS` order (DARTS' mixed
+        edge); differentiable in ``x``, the ops' parameters and ``weights``."""
+        return sum(w * self[op](x) for w, op in zip(weights, OPS))
+
+    def hard(self, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
+        """The edge under a one-hot straight-through ``weights`` (GDAS): only op ``index`` runs; the other
+        weights are zero in value but added so that their gradients flow (as GDAS does)."""
+        out = weights[index] * self[OPS[index]](x)
+        return out + (weights.sum() - weights[index])
+
 
 class SearchCell(nn.Module):
     """A supernet cell: a :class:`MixedOp` per edge, in :data:`supernet.nb201.KEYS` order."""
@@ -73,6 +84,19 @@ class SearchCell(nn.Module):
         nodes = [x]
         for (target, source), edge, op in zip(EDGES, self.edges, ops):
             y = edge(nodes[source], op)
+            if target == len(nodes):
+                nodes.append(y)
+            else:
+                nodes[target] = nodes[target] + y
+        return nodes[-1]
+
+
+    def mixed(self, x: torch.Tensor, weights: Sequence[torch.Tensor], hard: bool = False) -> torch.Tensor:
+        """The cell with every edge a weighted mix of its ops (``weights[k]`` for edge ``k``, OPS order);
+        ``hard``: each weight vector is one-hot (straight-through) and only its op runs."""
+        nodes = [x]
+        for (target, source), edge, w in zip(EDGES, self.edges, weights):
+            y = edge.hard(nodes[source], w, int(w.argmax())) if hard else edge.mixed(nodes[source], w)
             if target == len(nodes):
                 nodes.append(y)
             else:
@@ -223,6 +247,22 @@ class NB201Supernet(nn.Module):
         for cell in self.cells:
             x = cell(x, self._ops) if isinstance(cell, SearchCell) else cell(x)
         return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+    def forward_mixed(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor], *, hard: bool = False) -> torch.Tensor:
+        """The relaxed network of differentiable search: every edge of every cell mixes its five ops by
+        ``weights[key]`` (one vector per :data:`supernet.nb201.KEYS` entry, in OPS order, shared by all cells
+        as in NAS-Bench-201's DARTS); ``hard``: the vectors are one-hot straight-through samples (GDAS) and
+        only the sampled op of each edge runs. :meth:`set_active` plays no part."""
+        edge_weights = [weights[key] for key in KEYS]
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell.mixed(x, edge_weights, hard) if isinstance(cell, SearchCell) else cell(x)
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+    def slot_weights(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[groups, slots, choices]`` of the space's :class:`supernet.family.SlotLayout`: how much each slot
+        runs each choice under ``weights`` (an edge's op probabilities), for expected metrics."""
+        return torch.stack([weights[key] for key in KEYS]).unsqueeze(1)
 
     @torch.no_grad()
     def extract(self, arch: Mapping[str, str] | None = None) -> NB201Subnet:
