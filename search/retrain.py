@@ -198,6 +198,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
         default = getattr(defaults, field.name)
         if field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif field.name == "checkpoint":
+            parser.add_argument(flag, default=None, metavar="CHECKPOINT",
+                                help="supernet checkpoint (default: the --results' search's, else the shipped one)")
         else:
             kind = str if field.type == "str | None" else RETRAIN_RANGES.get(field.name, type(default))
             parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper())
@@ -342,6 +345,9 @@ def report(result: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args, resume = parse_args(argv)
+    if args.checkpoint is None:  # the supernet the search searched (search.dnas trains its own)
+        searched = read_results(args.results).get("checkpoint", {}) if args.results and not resume else {}
+        args.checkpoint = searched.get("path") or str(PRETRAINED)
     common = {f.name for f in dataclasses.fields(RetrainConfig)} - {"arch"}
     config = RetrainConfig(arch=args.arch or "", **{k: v for k, v in vars(args).items() if k in common})
     with claim_folder(config.out, what="a retraining run", run_files=RUN_FILES, resume=resume, overwrite=args.overwrite,
