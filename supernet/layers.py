@@ -3,9 +3,13 @@
 Each class subclasses the torch layer it generalises, so ``state_dict`` keys stay the standard ones and a
 supernet checkpoint reads like any model's. The active size is an argument of ``forward`` (or is read from
 the input's channel count), never a flag set on the module. Nothing is masked: a smaller kernel is the
-centre of the largest one, fewer channels are the leading ones.
+centre of the largest one, fewer channels are the leading ones. The one exception is the relaxed forward of
+differentiable search (:func:`step_mask`, :meth:`ElasticSqueezeExcite.mixed`), where a weighted mix of
+widths can only be a mask.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +31,13 @@ def centre_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
     full = weight.shape[-1]
     start = (full - kernel) // 2
     return weight[..., start:start + kernel, start:start + kernel]
+
+
+def step_mask(size: int, widths: Sequence[int], weights: torch.Tensor) -> torch.Tensor:
+    """``mask[c] = sum_i weights[i] * 1[c < widths[i]]`` for ``c < size``: a weighted mix of "the leading
+    ``widths[i]`` channels", the elastic width of differentiable search (one-hot ``weights``: exactly 0/1)."""
+    steps = torch.arange(size, device=weights.device) < torch.tensor(list(widths), device=weights.device)[:, None]
+    return weights @ steps.to(weights.dtype)
 
 
 class ElasticPointwiseConv2d(nn.Conv2d):
@@ -89,6 +100,16 @@ class ElasticSqueezeExcite(nn.Module):
         scale = F.relu(self.reduce(scale, make_divisible(c / self.reduction)))
         scale = F.hardsigmoid(self.expand(scale, c))
         return x * scale
+
+    def mixed(self, x: torch.Tensor, widths: Sequence[int], weights: torch.Tensor) -> torch.Tensor:
+        """The relaxed forward on all channels of ``x``, which are already masked to a weighted mix of the
+        leading ``widths[i]`` channels (by ``weights``): the reduced channels get the matching mix of their
+        elastic widths, so one-hot ``weights`` give exactly ``forward`` at that width on the leading channels
+        and zeros beyond (the masked input channels add nothing to the channel mean but their zeros)."""
+        scale = x.mean((2, 3), keepdim=True)
+        mid = step_mask(self.reduce.out_channels, [make_divisible(w / self.reduction) for w in widths], weights)
+        scale = F.relu(self.reduce(scale)) * mid.view(1, -1, 1, 1)
+        return x * F.hardsigmoid(self.expand(scale))
 
 
 def activation(name: str) -> nn.Module:

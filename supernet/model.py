@@ -4,18 +4,21 @@
 ``forward`` computes. :meth:`Supernet.extract` returns a :class:`Subnet`, a plain ``nn.Module`` made of
 standard torch layers whose parameter names are those of the supernet, holding copies of the sliced weights:
 it needs nothing of this project to run or to export to TorchScript, and its output equals the supernet's.
+:meth:`Supernet.forward_mixed` is the relaxed network of differentiable search (every choice a weighted mix of
+its options) and :meth:`Supernet.slot_weights` the matching weights of the additive metric tables.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from supernet.kernels import announce
+from supernet.errors import UserError
+from supernet.kernels import announce, mixed_dwconv
 from supernet.layers import (ElasticBatchNorm2d, ElasticDepthwiseConv2d, ElasticPointwiseConv2d,
-                             ElasticSqueezeExcite, activation, centre_kernel, make_divisible)
+                             ElasticSqueezeExcite, activation, centre_kernel, make_divisible, step_mask)
 from supernet.space import Arch, Space, SpaceConfig, StageConfig
 
 
@@ -69,6 +72,30 @@ class ElasticMBConv(nn.Module):
     def forward(self, x: torch.Tensor, kernel: int, expand: int) -> torch.Tensor:
         y = self.expand_act(self.expand_bn(self.expand_conv(x, x.shape[1] * expand)))
         y = self.se(self.dw_act(self.dw_bn(self.dw_conv(y, kernel))))
+        y = self.project_bn(self.project_conv(y))
+        return x + y if self.residual else y
+
+    def mixed(self, x: torch.Tensor, kernels: Sequence[int], kernel_weights: torch.Tensor, expands: Sequence[int],
+              expand_weights: torch.Tensor) -> torch.Tensor:
+        """The relaxed block (Single-Path NAS / FBNet): the largest expansion runs, its depthwise conv is one
+        superkernel mixing the centre ``kernels[i]`` windows of the largest weight by ``kernel_weights``
+        (``oneshot::mixed_dwconv``), and the hidden channels, after the depthwise conv's batch norm and
+        activation, are multiplied by the mask ``sum_i expand_weights[i] * 1[c < in_channels * expands[i]]``
+        (the squeeze-excite's reduced channels by the matching mask of their widths).
+
+        Every layer before the mask works channel by channel, so with one-hot weights the leading channels
+        are exactly those of ``forward(x, kernel, expand)`` and the rest are zeroed before anything mixes
+        channels: the output equals ``forward``'s, in eval and in training mode alike (batch statistics are
+        per channel). What differs in training mode is only that the running statistics of the masked-out
+        channels move too, where ``forward`` leaves them untouched.
+        """
+        y = self.expand_act(self.expand_bn(self.expand_conv(x)))
+        candidates = [centre_kernel(self.dw_conv.weight, k) for k in kernels]
+        y = self.dw_act(self.dw_bn(mixed_dwconv(y, candidates, kernel_weights, self.dw_conv.stride[0])))
+        widths = [x.shape[1] * e for e in expands]
+        y = y * step_mask(y.shape[1], widths, expand_weights).view(1, -1, 1, 1)
+        if isinstance(self.se, ElasticSqueezeExcite):
+            y = self.se.mixed(y, widths, expand_weights)
         y = self.project_bn(self.project_conv(y))
         return x + y if self.residual else y
 
@@ -197,6 +224,57 @@ class Supernet(nn.Module):
             x = self.stages[s][b](x, kernel, expand)
         return self.classifier(self.head(x).mean((2, 3)))
 
+    def forward_mixed(self, x: torch.Tensor, weights: Mapping[str, torch.Tensor], *, hard: bool = False) -> torch.Tensor:
+        """The relaxed network of differentiable search; ``weights[key]`` is a 1-D tensor over
+        ``space.choices[key]`` (same order) for every key. :meth:`set_active` plays no part.
+
+        Each block is :meth:`ElasticMBConv.mixed` under its kernel and expand weights; each stage returns
+        ``sum_j w[j] * x_{depths[j]}`` where ``x_d`` is the output of its first ``d`` blocks (each block reads
+        the previous block's output, not the mix). One-hot weights give exactly ``forward`` of that
+        architecture (up to float rounding of the superkernel). ``hard``: the vectors are one-hot
+        straight-through samples (GDAS, FBNet): each stage runs only the blocks of its sampled depth (the
+        argmax); deeper depths and the kernel/expand vectors of the blocks not run enter as zero-valued sums,
+        as in GDAS, so that every vector gets a gradient; kernels and expansions still mix by the superkernel
+        and mask, whose gradients are the true straight-through ones.
+        """
+        announce()
+        w = check_mixed_weights(self.space.choices, weights)
+        c = self.config
+        x = self.stem(x)
+        for s, blocks in enumerate(self.stages):
+            name = f"stage{s + 1}"
+            depth_weights = w[f"{name}.depth"]
+            run = c.depths[int(depth_weights.argmax())] if hard else self.space.max_depth
+            outputs = [x]
+            for b in range(run):
+                outputs.append(blocks[b].mixed(outputs[-1], c.kernels, w[f"{name}.block{b}.kernel"], c.expands,
+                                               w[f"{name}.block{b}.expand"]))
+            x = sum(wd * outputs[d] for wd, d in zip(depth_weights, c.depths) if d <= run)
+            if hard:  # zero-valued terms: the depths and block choices that did not run still get gradients
+                unused = [wd for wd, d in zip(depth_weights, c.depths) if d > run]
+                for b in range(run, self.space.max_depth):
+                    for v in (w[f"{name}.block{b}.kernel"], w[f"{name}.block{b}.expand"]):
+                        unused.append(v.sum() - v[int(v.argmax())])
+                x = x + sum(unused) if unused else x
+        return self.classifier(self.head(x).mean((2, 3)))
+
+    def slot_weights(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[stages, max depth, kernels * expands]`` over the space's :class:`supernet.family.SlotLayout`:
+        ``[s, b, ki * E + ei] = P(block b of stage s runs) * w_kernel[ki] * w_expand[ei]``, where ``P(block b
+        runs)`` is the sum of the stage's depth weights of depths above ``b``. With probabilities as
+        ``weights``, ``(slot_weights * table.blocks[..., m]).sum() + table.base[m]`` is the expected metric
+        ``m`` of a :class:`supernet.sampler.MetricTable`; with one-hot weights, that architecture's metric."""
+        w = check_mixed_weights(self.space.choices, weights)
+        c, depth = self.config, self.space.max_depth
+        stages = []
+        for s in range(len(c.stages)):
+            depth_weights = w[f"stage{s + 1}.depth"]
+            runs = step_mask(depth, c.depths, depth_weights)  # [b]: P(block b runs) = sum of w[d > b]
+            choice = torch.stack([torch.outer(w[f"stage{s + 1}.block{b}.kernel"],
+                                              w[f"stage{s + 1}.block{b}.expand"]).reshape(-1) for b in range(depth)])
+            stages.append(runs[:, None] * choice)
+        return torch.stack(stages)
+
     @torch.no_grad()
     def extract(self, arch: Mapping[str, int] | None = None) -> Subnet:
         """A plain :class:`Subnet` for ``arch`` (default: the active one) with copies of the sliced weights."""
@@ -205,6 +283,27 @@ class Supernet(nn.Module):
         subnet.load_state_dict({key: slice_like(source[key], value.shape)
                                 for key, value in subnet.state_dict().items()})
         return subnet.train(self.training)
+
+
+def check_mixed_weights(choices: Mapping[str, Sequence[object]],
+                        weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` in the key order of ``choices`` when it holds, for every key and no other, a 1-D tensor with
+    one entry per option; else a one-line :class:`UserError` naming the key."""
+    if not isinstance(weights, Mapping):
+        raise UserError(f"architecture weights must be a dict of tensors, got {type(weights).__name__}")
+    unknown = [key for key in weights if key not in choices]
+    if unknown:
+        raise UserError(f"architecture weights name {unknown[0]!r}, which is not a choice of this space")
+    out = {}
+    for key, options in choices.items():
+        value = weights.get(key)
+        if not isinstance(value, torch.Tensor) or value.shape != (len(options),):
+            got = "nothing" if value is None else f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) \
+                else type(value).__name__
+            raise UserError(f"architecture weights of {key} must be a 1-D tensor of {len(options)} entries "
+                            f"(one per option {list(options)}), got {got}")
+        out[key] = value
+    return out
 
 
 def slice_like(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
