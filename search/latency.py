@@ -232,6 +232,16 @@ class LatencyTable:
         base = torch.tensor([self.scale * fixed + self.offset_ms], dtype=torch.float64)
         return MetricTable(("latency_ms",), self.scale * blocks.unsqueeze(-1), base)
 
+    def lowest_ms(self) -> float:
+        """The lowest latency this table predicts for any architecture of its space: per group the cheapest
+        depth of its cheapest choices (the table is additive, so groups are independent). Not always
+        ``space.smallest()``'s: a table may price a shallow stage of large kernels below a deep one of small."""
+        metric = self.metric_table()
+        cheapest = metric.blocks[..., 0].min(dim=2).values.cumsum(dim=1)  # [S, D]: first d slots at their cheapest
+        depths = self.space.layout().depths
+        return float(metric.base[0]) + sum(min(float(cheapest[s, d - 1]) if d else 0.0 for d in depths)
+                                           for s in range(cheapest.shape[0]))
+
     def input_shape(self) -> tuple[int, ...]:
         return (self.batch_size, *input_shape(self.space.config))
 
