@@ -25,13 +25,17 @@ ALGORITHMS = ("evolution", "nsga2", "random")
 def parse_args(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     parser = ArgumentParser(prog="python -m search.evolve", description=__doc__.splitlines()[0])
     add_common_args(parser, out="runs/evolve")
-    parser.add_argument("--algorithm", choices=ALGORITHMS, default="evolution")
-    parser.add_argument("--population", type=int_range(2), default=12)
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="evolution",
+                        help="regularized evolution, NSGA-II (a Pareto front) or random sampling")
+    parser.add_argument("--population", type=int_range(2), default=12, help="architectures alive at once")
     parser.add_argument("--children", type=int_range(), default=6, help="children per generation (evolution)")
     parser.add_argument("--tournament", type=int_range(), default=4, help="tournament size (evolution)")
-    parser.add_argument("--mutation-prob", type=unit_interval, default=0.15)
-    parser.add_argument("--crossover-prob", type=unit_interval, default=0.5)
+    parser.add_argument("--mutation-prob", type=unit_interval, default=0.15, help="chance that a mutation changes each choice")
+    parser.add_argument("--crossover-prob", type=unit_interval, default=0.5, help="chance that a child is a crossover of two parents")
     args = parser.parse_args(argv)
+    if args.algorithm == "evolution" and args.tournament > args.population:
+        parser.error(f"--tournament {args.tournament} is larger than --population {args.population}: a tournament "
+                     "draws from the population; lower --tournament or raise --population")
     options = {k: getattr(args, k) for k in ("population", "children", "tournament", "mutation_prob", "crossover_prob")}
     return resolve(args, args.algorithm, options), args.overwrite
 

@@ -786,10 +786,10 @@ def _settings(args: argparse.Namespace) -> TimingSettings:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="python -m search.latency", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="measure a table on a device")
+    build = commands.add_parser("build", help="measure a table on a device", description="Measure a latency table on a device.")
     _setting_flags(build)
-    build.add_argument("--warmup", type=WARMUP, default=TimingSettings.warmup)
-    build.add_argument("--repeats", type=REPEATS, default=TimingSettings.repeats)
+    build.add_argument("--warmup", type=WARMUP, default=TimingSettings.warmup, help="untimed runs before each unit's timing")
+    build.add_argument("--repeats", type=REPEATS, default=TimingSettings.repeats, help="timed runs of each unit (their median is kept)")
     build.add_argument("--reference-probe", action=argparse.BooleanOptionalAction, default=True,
                        help="pair every timed call with a reference probe (default: on; see search.timing)")
     build.add_argument("--calibration-subnets", type=int_range(0, DRAWN_MAX), default=DEFAULT_CALIBRATION_SUBNETS,
@@ -798,20 +798,20 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--overwrite", action="store_true",
                        help="rebuild an existing table (kept until the new one is complete), or start over a "
                             "partial build of other settings")
-    show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction")
+    show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction", description="Print a table's fingerprint, coverage and correction.")
     show.add_argument("table")
-    check = commands.add_parser("validate", help="time random subnets end to end and compare with the table")
+    check = commands.add_parser("validate", help="time random subnets end to end and compare with the table", description="Time random subnets end to end and compare them with the table's predictions.")
     _setting_flags(check, table_decides=True)
     check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
     check.add_argument("--allow-foreign-table", action="store_true",
                        help="accept a table measured on another device, with a warning")
     check.add_argument("--subnets", type=int_range(2, DRAWN_MAX), default=100,
                        help="random subnets to time (default 100)")
-    check.add_argument("--seed", type=random_seed, default=0)
+    check.add_argument("--seed", type=random_seed, default=0, help="which random subnets are timed")
     check.add_argument("--out", default="runs/latency-validation", help="folder for validation.json/.png")
     check.add_argument("--overwrite", action="store_true",
                        help="replace a validation of another table or seed in --out")
-    fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies")
+    fix = commands.add_parser("calibrate", help="refit a table's correction with measured latencies", description="Refit a table's correction with latencies measured elsewhere.")
     fix.add_argument("table")
     fix.add_argument("measurements", help="JSON list of {\"arch\", \"latency_ms\"}, or a validation.json")
     fix.add_argument("--out", default=None, help="write the calibrated table here (default: in place)")

@@ -53,6 +53,7 @@ from supernet.model import init_weights
 from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
 from supernet.schema import ANYTHING, COUNT, INTEGER, NUMBER, TEXT, Each, Nullable, Optional, config_schema
+from supernet.train import HELP as TRAIN_HELP
 from supernet.train import TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr, training_images
 
 MODES = ("finetune", "head", "last-stages", "scratch")
@@ -183,6 +184,17 @@ RESUMABLE = {"retrain_config": config_schema(RetrainConfig), "arch": TEXT,
              "command": Optional(Nullable([TEXT]))}
 
 
+HELP = {**TRAIN_HELP,  # what each flag is for; the defaults are added by supernet.errors.ArgumentParser
+        "stages": "with --mode last-stages: how many of the last stages train",
+        "lr": "peak learning rate (0: 0.1 for scratch, 0.01 otherwise)",
+        "warmup_steps": "linear warm-up steps before the cosine (-1: 5%% of the steps)",
+        "data": "dataset folder (default: the one the supernet was trained on)",
+        "calibration_size": "training images that recalibrate batch norm of the inherited subnet",
+        "device": "where latency is measured", "table": "latency table file (default: this device's cached one)",
+        "allow_foreign_table": "accept a table measured on another device, with a warning",
+        "out": "output folder (model.pt, retrain.json, confusion.png)"}
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
     defaults = RetrainConfig(arch="")
     parser = ArgumentParser(prog="python -m search.retrain", description=__doc__.splitlines()[0])
@@ -197,13 +209,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[field.name])
         elif field.name == "checkpoint":
             parser.add_argument(flag, default=None, metavar="CHECKPOINT",
                                 help="supernet checkpoint (default: the --results' search's, else the shipped one)")
         else:
             kind = str if field.type == "str | None" else RETRAIN_RANGES.get(field.name, type(default))
-            parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper())
+            parser.add_argument(flag, type=kind, default=default, metavar=field.name.upper(), help=HELP[field.name])
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"start over in an --out that holds a run (removes its {', '.join(RUN_FILES)})")

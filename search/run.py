@@ -134,7 +134,7 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--calibration-size", type=int_range(), default=DEFAULT_CALIBRATION,
                         help="training images used to recalibrate batch norm")
     parser.add_argument("--verify", type=int_range(), default=5, help="best candidates per scenario timed end to end")
-    parser.add_argument("--seed", type=random_seed, default=0)
+    parser.add_argument("--seed", type=random_seed, default=0, help="seed of the search algorithm's draws")
     parser.add_argument("--out", default=out, help="output folder (rerun to resume)")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"start over in an --out that holds a search (removes its {', '.join(RUN_FILES)})")

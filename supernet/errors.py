@@ -10,6 +10,7 @@ parse time, before any data is read or model built.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import sys
 from dataclasses import dataclass
@@ -29,20 +30,63 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).splitlines()))
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every optional flag's help ends with its default, unless it already names one or has none to show (a
+    switch, a required flag, one of a required group)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
+                                     argparse._VersionAction, argparse._SubParsersAction))
+        if (not action.option_strings or switch or action.required or getattr(action, "one_required", False)
+                or action.default is argparse.SUPPRESS or "default" in text):
+            return text
+        shown = "none" if action.default is None or action.default == "" else "%(default)s"
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line, ``error: PROG: MESSAGE (see --help)``, exit status 2.
 
     argparse prints the whole usage block before its message; on a wrong flag the message is what matters,
     and every other bad input of these CLIs already reads ``error: ...`` on one line. Sub-commands inherit it.
+    Besides: no abbreviations (``--latency 10`` is not silently ``--latency-ms``); a misspelt flag is named,
+    with the closest real one, even where argparse would first complain of a missing required flag; and
+    every flag's help ends with its default.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def format_help(self) -> str:
+        for group in self._mutually_exclusive_groups:  # one of them must be given: no default to show
+            for action in group._group_actions:
+                action.one_required = group.required  # type: ignore[attr-defined]
+        return super().format_help()
+
     def error(self, message: str) -> NoReturn:
+        unknown = self._unknown_flags()
+        if unknown and ("required" in message or "unrecognized" in message):
+            message = "unrecognized argument " + "; ".join(self._suggest(flag) for flag in unknown)
         self.exit(2, f"error: {self.prog}: {' '.join(message.splitlines())} (see --help)\n")
+
+    def _unknown_flags(self) -> list[str]:
+        known = self._option_string_actions
+        return [arg for arg in self._given if arg.startswith("--") and arg != "--" and arg.split("=")[0] not in known]
+
+    def _suggest(self, flag: str) -> str:
+        close = difflib.get_close_matches(flag.split("=")[0], list(self._option_string_actions), n=1, cutoff=0.6)
+        return f"{flag} (did you mean {close[0]}?)" if close else flag
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
         """As argparse's, but an argument holding a NUL byte is refused: no path or value can hold one (a
         shell cannot even pass it), and the system calls a path reaches would raise ``ValueError``."""
-        for arg in sys.argv[1:] if args is None else args:
+        given = sys.argv[1:] if args is None else list(args)
+        self._given = [arg for arg in given if isinstance(arg, str)]
+        for arg in given:
             if isinstance(arg, str) and "\x00" in arg:
                 self.error(f"argument {arg!r} holds a NUL byte")
         return super().parse_known_args(args, namespace)

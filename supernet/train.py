@@ -113,6 +113,28 @@ RESUMABLE = {"train_config": config_schema(TrainConfig),
 RUN_FILES = ("last.pt", "final.pt", "metrics.json")  # what makes OUT a training run; --overwrite removes them
 
 
+HELP = {  # what each flag of supernet.train is for (its default is added by supernet.errors.ArgumentParser)
+    "space": "registered search space to train (python -c 'from supernet.family import list_spaces; "
+             "print(list_spaces())')",
+    "data": "dataset folder: Fashion-MNIST IDX files or an ImageFolder with train/ and test/",
+    "out": "output folder (last.pt, final.pt, metrics.json)",
+    "epochs": "passes over the training images", "batch_size": "images per step (the global batch under torchrun)",
+    "lr": "peak learning rate (SGD, Nesterov)", "momentum": "SGD momentum",
+    "weight_decay": "weight decay of convolution and linear weights",
+    "label_smoothing": "label smoothing of the cross-entropy", "warmup_steps": "linear warm-up steps before the cosine",
+    "sampling": "which subnets each step trains: sandwich, uniform (SPOS) or fair (FairNAS); default: the family's",
+    "random_subnets": "sandwich: random subnets per step besides the largest and smallest",
+    "paths": "uniform: subnets per step", "flip": "random horizontal flips",
+    "crop_padding": "random crops zero-padded by this many pixels (CIFAR-10: 4); 0: none",
+    "seed": "weight init, data order and validation split", "val_size": "training images held out for search",
+    "calib_size": "images that recalibrate batch norm for the final scores",
+    "subset": "train on the first N training images only (0: all)",
+    "checkpoint_every": "steps between writes of OUT/last.pt",
+    "stop_after": "stop after N steps in this run, for --resume later (0: run to the end)",
+    "channels_last": "channels-last memory format (faster on CPU for mbv3)",
+    "nonfinite_limit": "stop after this many steps in a row with a non-finite loss"}
+
+
 def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, bool, str]:
     defaults = TrainConfig()
     parser = ArgumentParser(prog="python -m supernet.train", description=__doc__.splitlines()[0])
@@ -120,10 +142,10 @@ def parse_args(argv: list[str] | None) -> tuple[TrainConfig, bool, bool, str]:
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[field.name])
         else:
             parser.add_argument(flag, type=TRAIN_RANGES.get(field.name, type(default)), default=default,
-                                metavar=field.name.upper())
+                                metavar=field.name.upper(), help=HELP[field.name])
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"start over in an --out that holds a run (removes its {', '.join(RUN_FILES)})")

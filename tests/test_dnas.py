@@ -171,6 +171,8 @@ def test_command_end_to_end_resumes_and_feeds_export_and_retrain(cifar: Path, nb
                            "--epochs", "1", "--batch-size", "16", "--table", str(nb201_table), "--calibration-size",
                            "16", "--out", str(tmp_path / "retrain"))  # no --checkpoint: the search's own supernet
     assert "wrote" in retrained.stdout
+    run_module("search.report", str(tmp_path / "whole" / "results.json"), "--retrain", str(tmp_path / "retrain"))
+    assert "dnas-gdas" in (tmp_path / "whole" / "report.md").read_text()
 
 
 @needs_cifar

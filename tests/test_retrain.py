@@ -111,7 +111,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path, ti
     (["--arch", "k3e3|bad"], "architecture string"),
     (["--arch", ARCH, "--epochs", "0"], "argument --epochs: must be an integer from 1"),
     (["--resume"], "does not exist, so there is no interrupted run"),
-    (["--subnet-typo"], "unrecognized arguments"),
+    (["--subnet-typo"], "unrecognized argument --subnet-typo"),
 ])
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, fake_data: Path, fast_table: Path,
                                             extra: list, message: str) -> None:
