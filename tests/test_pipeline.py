@@ -94,8 +94,11 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
     (["search.export", "--arch", "k3e3|bad", "--checkpoint", "CKPT"], "architecture string"),
     (["supernet.train", "--epochs", "0"], "argument --epochs: must be an integer from 1"),
     (["search.evolve", "--latency-ms", "10", "--checkpoint", "CORRUPT"], "corrupt, truncated or not a supernet"),
+    (["search.evolve", "--latency-ms", "0.01", "--checkpoint", "CKPT", "--table", "TABLE"],
+     "the budget is below the lowest latency the table predicts for any subnet"),
 ])
-def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args: list, message: str) -> None:
+def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, fast_table: Path, args: list,
+                                            message: str) -> None:
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((tiny_run / "final.pt").read_bytes()[:5000])
     results = tmp_path / "results.json"
@@ -106,7 +109,7 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args
                                    "winners": {"cpu:10": winner}, "history": [], "pareto_front": [],
                                    "latency_metric": "latency_ms@cpu"}))
     args = [str(tiny_run / "final.pt") if a == "CKPT" else str(corrupt) if a == "CORRUPT" else
-            str(results) if a == "RESULTS" else a for a in args]
+            str(results) if a == "RESULTS" else str(fast_table) if a == "TABLE" else a for a in args]
     result = run_module(*args, check=False)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
