@@ -63,7 +63,7 @@ def run_dnas(args: argparse.Namespace, method: str, seed: int, table: Path, budg
     config = DnasConfig(latency_ms=budget, space=args.space, method=method, data=str(args.data), table=str(table),
                         epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
                         val_size=args.val_size, subset=args.subset, crop_padding=4, seed=seed,
-                        beta_lambda=args.beta_lambda, out=str(out))
+                        beta_lambda=args.beta_lambda, arch_lr=args.arch_lr, out=str(out))
     start = time.time()
     resume = (out / "last.pt").is_file()
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-size", type=int, default=10000)
     parser.add_argument("--subset", type=int, default=10000, help="training images (0: all not held out)")
     parser.add_argument("--beta-lambda", type=float, default=DnasConfig.beta_lambda)
+    parser.add_argument("--arch-lr", type=float, default=3e-3,
+                        help="Adam lr of the logits (DARTS' 3e-4 is for 50 epochs of 25k images; a short bench "
+                             "run needs a larger step to move them as far)")
     parser.add_argument("--evolve-checkpoint", type=Path, default=None, help="SPOS supernet for search.evolve")
     parser.add_argument("--evolve-seconds-per-evaluation", type=float, default=3.5,
                         help="what one evolve evaluation costs here (bench/ranking.py prints it)")
