@@ -292,7 +292,9 @@ if _EDGE_KERNEL:
         ctx.mark_non_differentiable(relu, y1, y3, stats)
         ctx.set_materialize_grads(False)  # no zero planes for the saved outputs' (unused) gradients
 
-    def _edge_backward(ctx, grad: torch.Tensor, *unused: torch.Tensor):
+    def _edge_backward(ctx, grad: torch.Tensor | None, *unused: torch.Tensor | None):
+        if grad is None:  # grads are not materialised: None stands for zeros
+            return (None,) * 14
         gx, gw, gc1, gc3, gg1, gb1, gg3, gb3 = torch.ops.oneshot.mixed_edge_backward(grad, *ctx.saved_tensors,
                                                                                       ctx.training, ctx.eps)
         return gx, gw, gc1, gc3, gg1, gb1, None, None, gg3, gb3, None, None, None, None
