@@ -53,42 +53,41 @@ void check_args(const at::Tensor& x, const at::Tensor& weights, const at::Tensor
                       "mixed_edge: every tensor must share x's dtype and device");
 }
 
-// The reciprocal of the number of in-bounds taps of a 3x3 window at each column, for windows spanning `rows`
-// rows (1, 2 or 3): avg_pool2d's divisor when padding is not counted.
+// The reciprocal of the number of in-bounds taps of the 3x3 window at every position of an h x w plane:
+// avg_pool2d's divisor when padding is not counted.
 template <typename T>
-std::array<std::vector<T>, 3> inverse_counts(int64_t w) {
-  std::array<std::vector<T>, 3> inv;
-  for (int rows = 1; rows <= 3; ++rows) {
-    inv[rows - 1].resize(w);
-    for (int64_t j = 0; j < w; ++j) {
-      const int64_t cols = std::min<int64_t>(j + 1, w - 1) - std::max<int64_t>(j - 1, 0) + 1;
-      inv[rows - 1][j] = T(1) / static_cast<T>(rows * cols);
-    }
-  }
+std::vector<T> inverse_counts(int64_t h, int64_t w) {
+  std::vector<T> inv(h * w);
+  auto taps = [](int64_t i, int64_t n) { return std::min<int64_t>(i + 1, n - 1) - std::max<int64_t>(i - 1, 0) + 1; };
+  for (int64_t i = 0; i < h; ++i)
+    for (int64_t j = 0; j < w; ++j) inv[i * w + j] = T(1) / static_cast<T>(taps(i, h) * taps(j, w));
   return inv;
 }
 
-// The 3x3 box sum of row i of an h x w plane into out[0, w): the column sums of the in-bounds rows go to
-// vpad[1, w] (vpad[0] and vpad[w + 1] stay zero, the padding), then three shifted adds.
+// The 3x3 box sum (zero padding) of an h x w plane into out, in flat loops over the plane: the column sums
+// of three rows into v[1, hw] (v has hw + 2 entries, the two ends zero), then three shifted adds, then the
+// first and last column of every row again without the neighbour that wrapped around from the next / previous
+// row.
 template <typename T>
-inline int box_row(const T* plane, int64_t h, int64_t w, int64_t i, T* vpad, T* out) {
-  const T* mid = plane + i * w;
-  const T* up = i > 0 ? mid - w : nullptr;
-  const T* down = i + 1 < h ? mid + w : nullptr;
-  T* v = vpad + 1;
-  if (up && down) {
-#pragma omp simd
-    for (int64_t j = 0; j < w; ++j) v[j] = up[j] + mid[j] + down[j];
-  } else if (up || down) {
-    const T* other = up ? up : down;
-#pragma omp simd
-    for (int64_t j = 0; j < w; ++j) v[j] = other[j] + mid[j];
+void box_sum(const T* x, int64_t h, int64_t w, T* v, T* out) {
+  const int64_t hw = h * w;
+  T* col = v + 1;
+  if (h == 1) {
+    std::copy(x, x + w, col);
   } else {
-    std::copy(mid, mid + w, v);
+#pragma omp simd
+    for (int64_t k = 0; k < w; ++k) col[k] = x[k] + x[k + w];
+#pragma omp simd
+    for (int64_t k = w; k < hw - w; ++k) col[k] = x[k - w] + x[k] + x[k + w];
+#pragma omp simd
+    for (int64_t k = hw - w; k < hw; ++k) col[k] = x[k - w] + x[k];
   }
 #pragma omp simd
-  for (int64_t j = 0; j < w; ++j) out[j] = vpad[j] + vpad[j + 1] + vpad[j + 2];
-  return 1 + (up != nullptr) + (down != nullptr);
+  for (int64_t k = 0; k < hw; ++k) out[k] = v[k] + v[k + 1] + v[k + 2];
+  for (int64_t k = 0; k < hw; k += w) {
+    out[k] = w > 1 ? col[k] + col[k + 1] : col[k];
+    if (w > 1) out[k + w - 1] = col[k + w - 2] + col[k + w - 1];
+  }
 }
 
 // Per-plane shifted sums of y (shift: the channel's first value, for a stable variance), combined per channel
@@ -151,28 +150,23 @@ struct Shape {
 template <typename T>
 void forward_pass(const Shape& s, const T* x, const T* y1, const T* y3, const T* wt, const std::vector<T>& scale1,
                   const std::vector<T>& shift1, const std::vector<T>& scale3, const std::vector<T>& shift3, T* out) {
-  const auto inv = inverse_counts<T>(s.w);
+  const int64_t hw = s.hw();
+  const auto inv = inverse_counts<T>(s.h, s.w);
   const T zero_w = wt[0], skip_w = wt[1], pool_w = wt[4];
-  at::parallel_for(0, s.n * s.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s.hw(), 1)), [&](int64_t b, int64_t e) {
-    std::vector<T> vpad(s.w + 2, T(0)), box(s.w);
+  at::parallel_for(0, s.n * s.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(hw, 1)), [&](int64_t b, int64_t e) {
+    std::vector<T> v(hw + 2, T(0)), box(hw);
+    const T* ic = inv.data();
     for (int64_t p = b; p < e; ++p) {
       const int64_t ch = p % s.c;
       const T a1 = wt[2] * scale1[ch], a3 = wt[3] * scale3[ch];
       const T bias = wt[2] * shift1[ch] + wt[3] * shift3[ch];
-      const T* xp = x + p * s.hw();
-      for (int64_t i = 0; i < s.h; ++i) {
-        const int rows = box_row(xp, s.h, s.w, i, vpad.data(), box.data());
-        const T* ic = inv[rows - 1].data();
-        const int64_t o = p * s.hw() + i * s.w;
-        const T* xr = x + o;
-        const T* r1 = y1 + o;
-        const T* r3 = y3 + o;
-        T* dst = out + o;
+      const T *xp = x + p * hw, *r1 = y1 + p * hw, *r3 = y3 + p * hw;
+      T* dst = out + p * hw;
+      box_sum(xp, s.h, s.w, v.data(), box.data());
 #pragma omp simd
-        for (int64_t j = 0; j < s.w; ++j)
-          dst[j] = zero_w * (xr[j] * T(0)) + skip_w * xr[j] + (a1 * r1[j] + a3 * r3[j] + bias) +
-                   pool_w * (box[j] * ic[j]);
-      }
+      for (int64_t k = 0; k < hw; ++k)
+        dst[k] = zero_w * (xp[k] * T(0)) + skip_w * xp[k] + (a1 * r1[k] + a3 * r3[k] + bias) +
+                 pool_w * (box[k] * ic[k]);
     }
   });
 }
@@ -222,31 +216,27 @@ constexpr int kSums = 6;
 template <typename T>
 void backward_sums(const Shape& s, const T* g, const T* x, const T* y1, const T* y3, const T* mean1,
                    const T* mean3, std::vector<double>& partial) {
-  const auto inv = inverse_counts<T>(s.w);
+  const int64_t hw = s.hw();
+  const auto inv = inverse_counts<T>(s.h, s.w);
   partial.assign(kSums * s.n * s.c, 0.0);
-  at::parallel_for(0, s.n * s.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s.hw(), 1)), [&](int64_t b, int64_t e) {
-    std::vector<T> vpad(s.w + 2, T(0)), box(s.w);
+  at::parallel_for(0, s.n * s.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(hw, 1)), [&](int64_t b, int64_t e) {
+    std::vector<T> v(hw + 2, T(0)), box(hw);
+    const T* ic = inv.data();
     for (int64_t p = b; p < e; ++p) {
       const int64_t ch = p % s.c;
       const T m1 = mean1[ch], m3 = mean3[ch];
-      const T* xp = x + p * s.hw();
+      const T *gp = g + p * hw, *xp = x + p * hw, *r1 = y1 + p * hw, *r3 = y3 + p * hw;
+      box_sum(xp, s.h, s.w, v.data(), box.data());
       double sg = 0, sz = 0, sx = 0, sp = 0, s1 = 0, s3 = 0;
-      for (int64_t i = 0; i < s.h; ++i) {
-        const int rows = box_row(xp, s.h, s.w, i, vpad.data(), box.data());
-        const T* ic = inv[rows - 1].data();
-        const int64_t o = p * s.hw() + i * s.w;
-        const T *gr = g + o, *xr = x + o, *r1 = y1 + o, *r3 = y3 + o;
-        T rg = 0, rz = 0, rx = 0, rp = 0, q1 = 0, q3 = 0;  // one row in T, then the plane in double
-#pragma omp simd reduction(+ : rg, rz, rx, rp, q1, q3)
-        for (int64_t j = 0; j < s.w; ++j) {
-          rg += gr[j];
-          rz += gr[j] * (xr[j] * T(0));
-          rx += gr[j] * xr[j];
-          rp += gr[j] * (box[j] * ic[j]);
-          q1 += gr[j] * (r1[j] - m1);
-          q3 += gr[j] * (r3[j] - m3);
-        }
-        sg += rg, sz += rz, sx += rx, sp += rp, s1 += q1, s3 += q3;
+#pragma omp simd reduction(+ : sg, sz, sx, sp, s1, s3)
+      for (int64_t k = 0; k < hw; ++k) {
+        const double gk = gp[k];
+        sg += gk;
+        sz += gk * (xp[k] * T(0));
+        sx += gk * xp[k];
+        sp += gk * (box[k] * ic[k]);
+        s1 += gk * (r1[k] - m1);
+        s3 += gk * (r3[k] - m3);
       }
       double* dst = partial.data() + kSums * p;
       dst[0] = sg, dst[1] = sz, dst[2] = sx, dst[3] = sp, dst[4] = s1, dst[5] = s3;
@@ -276,33 +266,25 @@ void conv_output_grads(const Shape& s, const T* g, const T* y1, const T* y3, con
   });
 }
 
-// grad_x = relu'(x) * (grad_r3 + grad_r1) + w1 * g + (w0 * 0) * g + w4 * box3x3(g / count).
+// grad_x = relu'(x) * grad_r + w1 * g + (w0 * 0) * g + w4 * box3x3(g / count) (pooling's transpose: every
+// output spreads its gradient over its window, and the window is symmetric).
 template <typename T>
-void input_grad(const Shape& s, const T* g, const T* x, const T* gr3, const T* gr1, const T* wt, T* gx) {
-  const auto inv = inverse_counts<T>(s.w);
+void input_grad(const Shape& s, const T* g, const T* x, const T* grad_r, const T* wt, T* gx) {
+  const int64_t hw = s.hw();
+  const auto inv = inverse_counts<T>(s.h, s.w);
   const T zero_w = wt[0] * T(0), skip_w = wt[1], pool_w = wt[4];
-  at::parallel_for(0, s.n * s.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s.hw(), 1)), [&](int64_t b, int64_t e) {
-    std::vector<T> scaled(s.hw()), vpad(s.w + 2, T(0)), box(s.w);
+  at::parallel_for(0, s.n * s.c, std::max<int64_t>(1, 16384 / std::max<int64_t>(hw, 1)), [&](int64_t b, int64_t e) {
+    std::vector<T> scaled(hw), v(hw + 2, T(0)), box(hw);
+    const T* ic = inv.data();
     for (int64_t p = b; p < e; ++p) {
-      const int64_t o = p * s.hw();
-      const T* gp = g + o;
-      for (int64_t i = 0; i < s.h; ++i) {
-        const int rows = 1 + (i > 0) + (i + 1 < s.h);
-        const T* ic = inv[rows - 1].data();
-        T* sr = scaled.data() + i * s.w;
-        const T* gr = gp + i * s.w;
+      const T *gp = g + p * hw, *xp = x + p * hw, *rp = grad_r + p * hw;
+      T* dst = gx + p * hw;
 #pragma omp simd
-        for (int64_t j = 0; j < s.w; ++j) sr[j] = gr[j] * ic[j];
-      }
-      for (int64_t i = 0; i < s.h; ++i) {
-        box_row(scaled.data(), s.h, s.w, i, vpad.data(), box.data());
-        const int64_t q = o + i * s.w;
-        const T *gr = g + q, *xr = x + q, *a = gr3 + q, *c = gr1 + q;
-        T* dst = gx + q;
+      for (int64_t k = 0; k < hw; ++k) scaled[k] = gp[k] * ic[k];
+      box_sum(scaled.data(), s.h, s.w, v.data(), box.data());
 #pragma omp simd
-        for (int64_t j = 0; j < s.w; ++j)
-          dst[j] = (xr[j] > T(0) ? a[j] + c[j] : T(0)) + skip_w * gr[j] + zero_w * gr[j] + pool_w * box[j];
-      }
+      for (int64_t k = 0; k < hw; ++k)
+        dst[k] = (xp[k] > T(0) ? rp[k] : T(0)) + skip_w * gp[k] + zero_w * gp[k] + pool_w * box[k];
     }
   });
 }
@@ -378,15 +360,15 @@ mixed_edge_backward(const at::Tensor& grad_in, const at::Tensor& x_in, const at:
   });
   auto [grad_r3, grad_conv3, unused] = at::convolution_backward(
       dy3, relu, conv3.contiguous(), std::nullopt, {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1, {true, true, false});
-  grad_r3 = grad_r3.contiguous();
+  at::Tensor grad_r = grad_r3.contiguous();  // + the 1x1 convolution's share, in place:
   const at::Tensor d1 = dy1.view({s.n, s.c, s.hw()}), r = relu.view({s.n, s.c, s.hw()});
-  const at::Tensor grad_r1 = at::bmm(conv1.reshape({s.c, s.c}).t().expand({s.n, s.c, s.c}), d1).contiguous();
+  grad_r.view({s.n, s.c, s.hw()}).baddbmm_(conv1.reshape({s.c, s.c}).t().expand({s.n, s.c, s.c}), d1);
   const at::Tensor grad_conv1 = at::bmm(d1, r.transpose(1, 2)).sum(0).view(conv1.sizes());
   at::Tensor grad_x = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixed_edge_input_grad_cpu", [&] {
     const at::Tensor wtc = weights.contiguous();
-    input_grad<scalar_t>(s, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), grad_r3.data_ptr<scalar_t>(),
-                         grad_r1.data_ptr<scalar_t>(), wtc.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
+    input_grad<scalar_t>(s, grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), grad_r.data_ptr<scalar_t>(),
+                         wtc.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
   });
   return {grad_x, grad_weights, grad_conv1, grad_conv3.contiguous(), grad_bn[0], grad_bn[1], grad_bn[2],
           grad_bn[3]};
