@@ -218,3 +218,103 @@ def elastic_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         return torch.ops.oneshot.elastic_batch_norm(x, weight, bias, running_mean, running_var, training,
                                                     momentum, eps)
     return elastic_batch_norm_reference(x, weight, bias, running_mean, running_var, training, momentum, eps)
+
+
+_EDGE_PER_CHANNEL = ("bn1_weight", "bn1_bias", "bn1_mean", "bn1_var", "bn3_weight", "bn3_bias", "bn3_mean",
+                     "bn3_var")
+
+
+def _check_edge_args(x: torch.Tensor, weights: torch.Tensor, conv1: torch.Tensor, conv3: torch.Tensor,
+                     per_channel: tuple[torch.Tensor, ...]) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"mixed_edge: x must be 4-D [N, C, H, W], got {x.dim()}-D")
+    c = x.shape[1]
+    if weights.shape != (5,):
+        raise ValueError(f"mixed_edge: weights must be 1-D with one entry per op (5), got shape {list(weights.shape)}")
+    for name, conv, k in (("conv1", conv1, 1), ("conv3", conv3, 3)):
+        if conv.shape != (c, c, k, k):
+            raise ValueError(f"mixed_edge: {name} must be [{c}, {c}, {k}, {k}] for x of {c} channels, got "
+                             f"{list(conv.shape)}")
+    for name, t in zip(_EDGE_PER_CHANNEL, per_channel):
+        if t.shape != (c,):
+            raise ValueError(f"mixed_edge: {name} must be 1-D of {c} channels, got shape {list(t.shape)}")
+
+
+def mixed_edge_reference(x: torch.Tensor, weights: torch.Tensor, conv1: torch.Tensor, conv3: torch.Tensor,
+                         bn1_weight: torch.Tensor, bn1_bias: torch.Tensor, bn1_mean: torch.Tensor,
+                         bn1_var: torch.Tensor, bn3_weight: torch.Tensor, bn3_bias: torch.Tensor,
+                         bn3_mean: torch.Tensor, bn3_var: torch.Tensor, training: bool, momentum: float,
+                         eps: float) -> torch.Tensor:
+    """One NAS-Bench-201 edge mixing its five ops by ``weights`` (OPS order), op by op:
+    ``w0 * (x * 0) + w1 * x + w2 * BN1(conv1(relu x)) + w3 * BN3(conv3(relu x)) + w4 * avgpool3x3(x)``.
+
+    Each batch norm uses batch statistics and moves its running ones in place (``momentum``, unbiased
+    variance) when ``training``, the running ones otherwise, as ``F.batch_norm``.
+    """
+    per_channel = (bn1_weight, bn1_bias, bn1_mean, bn1_var, bn3_weight, bn3_bias, bn3_mean, bn3_var)
+    _check_edge_args(x, weights, conv1, conv3, per_channel)
+    F = torch.nn.functional
+    r = torch.relu(x)
+    terms = (x * 0, x,
+             F.batch_norm(F.conv2d(r, conv1), bn1_mean, bn1_var, bn1_weight, bn1_bias, training, momentum, eps),
+             F.batch_norm(F.conv2d(r, conv3, padding=1), bn3_mean, bn3_var, bn3_weight, bn3_bias, training,
+                          momentum, eps),
+             F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+    return sum(w * t for w, t in zip(weights, terms))
+
+
+# True when the extension has the mixed-edge kernel (an older build may lack it).
+_EDGE_KERNEL = _BACKEND == "cpp" and hasattr(torch.ops.oneshot, "mixed_edge")
+
+if _EDGE_KERNEL:
+    @torch.library.register_fake("oneshot::mixed_edge")
+    def _mixed_edge_fake(x, weights, conv1, conv3, bn1_weight, bn1_bias, bn1_mean, bn1_var, bn3_weight, bn3_bias,
+                         bn3_mean, bn3_var, training, eps):
+        planes = [torch.empty(x.shape, dtype=x.dtype, device=x.device) for _ in range(4)]
+        return (*planes, x.new_empty((4, x.shape[1])))
+
+    @torch.library.register_fake("oneshot::mixed_edge_backward")
+    def _mixed_edge_backward_fake(grad, x, weights, conv1, conv3, bn1_weight, bn1_bias, bn3_weight, bn3_bias, relu,
+                                  y1, y3, stats, training, eps):
+        return (torch.empty(x.shape, dtype=x.dtype, device=x.device), weights.new_empty(5),
+                conv1.new_empty(conv1.shape), conv3.new_empty(conv3.shape),
+                *[bn1_weight.new_empty(bn1_weight.shape) for _ in range(4)])
+
+    @torch.library.register_fake("oneshot::mixed_edge_update_stats")
+    def _mixed_edge_update_stats_fake(mean1, var1, mean3, var3, stats, factor, count) -> None:
+        return None
+
+    def _edge_setup(ctx, inputs, output) -> None:
+        x, weights, conv1, conv3, g1, b1, _, _, g3, b3, _, _, training, eps = inputs
+        _, relu, y1, y3, stats = output
+        ctx.save_for_backward(x, weights, conv1, conv3, g1, b1, g3, b3, relu, y1, y3, stats)
+        ctx.training, ctx.eps = training, eps
+        ctx.mark_non_differentiable(relu, y1, y3, stats)
+        ctx.set_materialize_grads(False)  # no zero planes for the saved outputs' (unused) gradients
+
+    def _edge_backward(ctx, grad: torch.Tensor | None, *unused: torch.Tensor | None):
+        if grad is None:  # grads are not materialised: None stands for zeros
+            return (None,) * 14
+        gx, gw, gc1, gc3, gg1, gb1, gg3, gb3 = torch.ops.oneshot.mixed_edge_backward(grad, *ctx.saved_tensors,
+                                                                                      ctx.training, ctx.eps)
+        return gx, gw, gc1, gc3, gg1, gb1, None, None, gg3, gb3, None, None, None, None
+
+    torch.library.register_autograd("oneshot::mixed_edge", _edge_backward, setup_context=_edge_setup)
+
+
+def mixed_edge(x: torch.Tensor, weights: torch.Tensor, conv1: torch.Tensor, conv3: torch.Tensor,
+               bn1_weight: torch.Tensor, bn1_bias: torch.Tensor, bn1_mean: torch.Tensor, bn1_var: torch.Tensor,
+               bn3_weight: torch.Tensor, bn3_bias: torch.Tensor, bn3_mean: torch.Tensor, bn3_var: torch.Tensor,
+               training: bool, momentum: float, eps: float) -> torch.Tensor:
+    """The mixed edge of :func:`mixed_edge_reference` as one fused CPU kernel (``csrc/mixed_edge.cpp``), forward
+    and backward; the running statistics move as the reference moves them. The reference where not compiled."""
+    if _EDGE_KERNEL and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        out, _, _, _, stats = torch.ops.oneshot.mixed_edge(x, weights, conv1, conv3, bn1_weight, bn1_bias, bn1_mean,
+                                                           bn1_var, bn3_weight, bn3_bias, bn3_mean, bn3_var,
+                                                           training, eps)
+        if training:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            torch.ops.oneshot.mixed_edge_update_stats(bn1_mean, bn1_var, bn3_mean, bn3_var, stats, momentum, count)
+        return out
+    return mixed_edge_reference(x, weights, conv1, conv3, bn1_weight, bn1_bias, bn1_mean, bn1_var, bn3_weight,
+                                bn3_bias, bn3_mean, bn3_var, training, momentum, eps)

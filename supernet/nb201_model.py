@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from supernet.kernels import mixed_edge
 from supernet.model import init_weights
 from supernet.nb201 import EDGES, KEYS, OPS, Arch, NB201Config, NB201Space
 
@@ -52,6 +53,24 @@ def make_op(op: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown NAS-Bench-201 op {op!r}")
 
 
+def _fusable(bn1: nn.BatchNorm2d, bn3: nn.BatchNorm2d) -> bool:
+    """Whether two batch norms step alike, so that one fused call can stand for both: affine, with running
+    statistics, in the same mode, with the same eps, momentum and (for a cumulative momentum) batch count."""
+    return (bn1.affine and bn3.affine and bn1.track_running_stats and bn3.track_running_stats
+            and bn1.running_mean is not None and bn3.running_mean is not None and bn1.training == bn3.training
+            and bn1.eps == bn3.eps and bn1.momentum == bn3.momentum
+            and (bn1.momentum is not None or bool(bn1.num_batches_tracked == bn3.num_batches_tracked)))
+
+
+def _batch_norm_step(bn: nn.BatchNorm2d) -> float:
+    """What ``nn.BatchNorm2d.forward`` does before normalising: in training, count the batch; returns the
+    running-statistics factor (``momentum``, or ``1 / batches`` for a cumulative average)."""
+    if not bn.training:
+        return 0.0
+    bn.num_batches_tracked.add_(1)
+    return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+
+
 class MixedOp(nn.ModuleDict):
     """One edge of the supernet: all five candidate ops by name; ``forward`` runs the one it is given."""
 
@@ -61,10 +80,22 @@ class MixedOp(nn.ModuleDict):
     def forward(self, x: torch.Tensor, op: str) -> torch.Tensor:
         return self[op](x)
 
-    def mixed(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def mixed(self, x: torch.Tensor, weights: torch.Tensor, *, fused: bool = True) -> torch.Tensor:
         """``sum_k weights[k] * op_k(x)`` over the five ops in :data:`supernet.nb201.OPS` order (DARTS' mixed
-        edge); differentiable in ``x``, the ops' parameters and ``weights``."""
-        return sum(w * self[op](x) for w, op in zip(weights, OPS))
+        edge); differentiable in ``x``, the ops' parameters and ``weights``; the batch norms move their running
+        statistics in training as when each op runs alone.
+
+        ``fused``: one :func:`supernet.kernels.mixed_edge` call (the C++ kernel where built) whenever the two
+        batch norms are standard ones in the same mode; otherwise, or with ``fused=False``, the ops one by one.
+        """
+        bn1, bn3 = self["nor_conv_1x1"][2], self["nor_conv_3x3"][2]
+        if not (fused and _fusable(bn1, bn3) and weights.shape == (len(OPS),)):
+            return sum(w * self[op](x) for w, op in zip(weights, OPS))
+        factor = _batch_norm_step(bn1)
+        _batch_norm_step(bn3)
+        return mixed_edge(x, weights, self["nor_conv_1x1"][1].weight, self["nor_conv_3x3"][1].weight,
+                          bn1.weight, bn1.bias, bn1.running_mean, bn1.running_var,
+                          bn3.weight, bn3.bias, bn3.running_mean, bn3.running_var, bn1.training, factor, bn1.eps)
 
     def hard(self, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor:
         """The edge under a one-hot straight-through ``weights`` (GDAS): only op ``index`` runs; the other
