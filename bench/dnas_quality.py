@@ -73,6 +73,26 @@ def run_dnas(args: argparse.Namespace, method: str, seed: int, table: Path, budg
     return result
 
 
+def seconds_per_evaluation(checkpoint: Path, count: int = 4) -> float:
+    """What one evolve evaluation of ``checkpoint`` costs here: extract, recalibrate, score, as its evaluator does
+    (the mean over ``count`` random cells, after one untimed)."""
+    from search.evaluate import SupernetEvaluator
+    from supernet.checkpoint import load_supernet, trained_data
+    from supernet.data import load_splits
+
+    supernet, meta = load_supernet(checkpoint)
+    space = supernet.space
+    splits = load_splits(trained_data(meta), channels=3, size=space.config.input_size,
+                         val_size=meta.get("train_config", {}).get("val_size", 5000), num_classes=10)
+    evaluator = SupernetEvaluator(supernet, splits)
+    archs = [space.sample(random.Random(f"timing-{i}")) for i in range(count + 1)]
+    evaluator(archs[0])
+    start = time.time()
+    for arch in archs[1:]:
+        evaluator(arch)
+    return (time.time() - start) / count
+
+
 def run_evolve(args: argparse.Namespace, seed: int, table: Path, budget: float, seconds: float) -> dict[str, Any]:
     """search.evolve on ``--evolve-checkpoint`` with the evaluations that fit ``seconds``."""
     from search.evolve import main as evolve
@@ -80,7 +100,7 @@ def run_evolve(args: argparse.Namespace, seed: int, table: Path, budget: float, 
     out = args.out / f"evolve-s{seed}"
     if (out / "results.json").is_file():
         return json.loads((out / "results.json").read_text())
-    per_evaluation = args.evolve_seconds_per_evaluation
+    per_evaluation = args.evolve_seconds_per_evaluation or seconds_per_evaluation(args.evolve_checkpoint)
     evaluations = max(12, int(seconds / per_evaluation))
     start = time.time()
     result = evolve(["--checkpoint", str(args.evolve_checkpoint), "--table", str(table), "--latency-ms", f"{budget:g}",
@@ -127,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Adam lr of the logits (DARTS' 3e-4 is for 50 epochs of 25k images; a short bench "
                              "run needs a larger step to move them as far)")
     parser.add_argument("--evolve-checkpoint", type=Path, default=None, help="SPOS supernet for search.evolve")
-    parser.add_argument("--evolve-seconds-per-evaluation", type=float, default=3.5,
-                        help="what one evolve evaluation costs here (bench/ranking.py prints it)")
+    parser.add_argument("--evolve-seconds-per-evaluation", type=float, default=0.0,
+                        help="what one evolve evaluation costs here (0: time a few first)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-dnas"))
     args = parser.parse_args(argv)
