@@ -12,8 +12,10 @@ from supernet.io import atomic_write
 
 
 def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Every evaluated architecture (predicted latency, validation accuracy), the Pareto front, each scenario's
-    budget and winner (predicted and measured), in a PNG."""
+    """Every evaluated architecture (predicted latency, validation accuracy) coloured by generation (with a
+    colour bar), the Pareto front, each scenario's budget (a dashed line) and winner (a star at its predicted
+    latency, a cross at its measured one, joined), all in the legend. Stars shrink scenario by scenario, so
+    that several scenarios sharing one winner all stay visible."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,26 +23,32 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
 
     history, metric = results["history"], results["latency_metric"]
     by_key = {r["arch_string"]: r for r in history}
-    fig, ax = plt.subplots(figsize=(6.8, 4.6), dpi=120)
-    ax.scatter([r["metrics"][metric] for r in history], [100 * r["metrics"]["val_top1"] for r in history],
-               s=12, c=[r["generation"] for r in history], cmap="viridis", label="evaluated (colour: generation)")
+    fig, ax = plt.subplots(figsize=(7.4, 4.8), dpi=120)
+    points = ax.scatter([r["metrics"][metric] for r in history], [100 * r["metrics"]["val_top1"] for r in history],
+                        s=12, c=[r["generation"] for r in history], cmap="viridis", label="evaluated")
+    if len({r["generation"] for r in history}) > 1:
+        fig.colorbar(points, ax=ax, pad=0.01).set_label("generation (epoch for differentiable search)")
     front = [by_key[k] for k in results["pareto_front"] if k in by_key]
     front.sort(key=lambda r: r["metrics"][metric])
     ax.step([r["metrics"][metric] for r in front], [100 * r["metrics"]["val_top1"] for r in front], where="post",
             color="tab:gray", linewidth=1, label="Pareto front")
     colours = plt.get_cmap("tab10")
-    for i, scenario in enumerate(results["scenarios"]):
+    scenarios = results["scenarios"]
+    for i, scenario in enumerate(scenarios):
         w = results["winners"][scenario["name"]]
         colour = colours(i % 10)
-        ax.axvline(scenario["latency_ms"], color=colour, linestyle="--", linewidth=1)
-        ax.scatter([w["predicted_latency_ms"]], [100 * w["metrics"]["val_top1"]], marker="*", s=200, color=colour,
-                   edgecolor="black", zorder=3, label=f"{scenario['name']} winner (predicted)")
-        ax.scatter([w["measured_latency_ms"]], [100 * w["metrics"]["val_top1"]], marker="x", s=60, color="black",
-                   zorder=3)
-    ax.set_xlabel(f"predicted latency (ms), {metric.split('@')[-1]}; x: measured")
+        y = 100 * w["metrics"]["val_top1"]
+        ax.axvline(scenario["latency_ms"], color=colour, linestyle="--", linewidth=1,
+                   label=f"{scenario['name']} budget")
+        ax.plot([w["predicted_latency_ms"], w["measured_latency_ms"]], [y, y], color=colour, linewidth=0.8, zorder=3)
+        ax.scatter([w["predicted_latency_ms"]], [y], marker="*", s=max(60, 260 - 200 * i / max(1, len(scenarios))),
+                   color=colour, edgecolor="black", zorder=4 + i, label=f"{scenario['name']} winner, predicted")
+        ax.scatter([w["measured_latency_ms"]], [y], marker="x", s=60, color=colour, zorder=4 + i,
+                   label=f"{scenario['name']} winner, measured")
+    ax.set_xlabel(f"latency (ms), {metric.split('@')[-1]}: predicted by the table unless marked measured")
     ax.set_ylabel("validation top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6 if len(scenarios) > 3 else 7, loc="best", ncol=2 if len(scenarios) > 3 else 1)
     return save_png(fig, path)
 
 
