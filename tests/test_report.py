@@ -41,6 +41,8 @@ def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_r
     assert f"| {name} | {cell(winner['arch_string'])} |" in report
     assert all(cell(key) in report for key in results["pareto_front"])
     assert report.count("| yes |") + report.count("| no |") == len(winner["verified"])
+    one_point = "Only the winner was timed end to end" in report
+    assert one_point == (len(winner["verified"]) == 1), "a single timed point must be called one, and only then"
     assert f"{100 * retrained['metrics']['test']['top1']:.2f}%" in report and "head, 1 ep" in report
     assert f"{100 * ensemble['gain_test_top1']:+.2f} points" in report
     assert all(cell(m["arch"]) in report for m in ensemble["members"])
