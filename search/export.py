@@ -47,7 +47,7 @@ from search.latency import parse_device, table_for
 from search.run import read_results
 from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet, trained_data
 from supernet.data import load_splits
-from supernet.errors import ArgumentParser, UserError, int_range, run_cli
+from supernet.errors import ArgumentParser, UserError, gist, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write, refuse_folder
 from supernet.outdir import claim_file
@@ -179,7 +179,7 @@ def _onnx_session(path: str | Path) -> Any:
     try:
         return _optional("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types, not importable without it
-        raise UserError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+        raise UserError(f"onnxruntime cannot load {path}: {gist(str(err))}") from None
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import torch
 
 from supernet.data import DEFAULT_DATA
 from supernet.divergence import nonfinite_tensors
-from supernet.errors import UserError
+from supernet.errors import UserError, gist
 from supernet.io import atomic_serialize
 from supernet.family import build_subnet, build_supernet, config_from_dict, space_of
 from supernet.outdir import check_input
@@ -88,7 +88,8 @@ def damaged_member(blob: bytes) -> str | None:
 def _read_verified(path: Path, what: str) -> dict[str, Any] | Any:
     """``torch.load`` of ``path`` once every zip member's CRC-32 has been checked; one-line errors otherwise."""
     def corrupt(reason: str) -> UserError:
-        return UserError(f"checkpoint {path} is corrupt, truncated or not a {what} checkpoint ({reason[:200]})")
+        return UserError(f"checkpoint {path} is corrupt, truncated or not a {what} checkpoint ({gist(reason)}); "
+                         "restore it from a good copy or write it again")
     check_input(path, "checkpoint")
     try:
         blob = path.read_bytes()
@@ -166,7 +167,7 @@ def restore(target: Any, state: Any, path: str | os.PathLike, what: str) -> None
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"--resume: the {what} in {path} does not fit this run ({first[:200]}); start a new run "
+        raise UserError(f"--resume: the {what} in {path} does not fit this run ({gist(first)}); start a new run "
                         "without --resume") from None
 
 
@@ -195,7 +196,7 @@ def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[An
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path} does not match its space {config.name!r}: {first[:200]}") from None
+        raise UserError(f"checkpoint {path} does not match its space {config.name!r}: {gist(first)}") from None
     return model.eval(), payload
 
 
@@ -208,5 +209,5 @@ def load_subnet(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, UserError) as err:
         first = str(err).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path} does not match its architecture: {first[:200]}") from None
+        raise UserError(f"checkpoint {path} does not match its architecture: {gist(first)}") from None
     return model.eval(), payload

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from supernet.errors import UserError
+from supernet.errors import UserError, gist
 from supernet.io import atomic_serialize, cache_dir
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
@@ -130,7 +130,7 @@ def _read_image(file: Path, channels: int, size: int) -> torch.Tensor:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise UserError(f"image {file} is too large to decode safely ({err}): shrink it or leave it out") from None
     except Exception as err:  # noqa: BLE001  (a damaged file may make the decoder raise anything)
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        reason = gist(str(err)) or type(err).__name__
         raise UserError(f"image {file} cannot be read ({reason}): replace or remove it") from None
     return pixels.reshape(size, size, channels).permute(2, 0, 1)
 

@@ -30,6 +30,18 @@ class UserError(Exception):
         super().__init__(" ".join(str(message).splitlines()))
 
 
+def gist(text: str, limit: int = 160) -> str:
+    """The first line of a library's message, shortened at a sentence or word boundary (never mid-word)."""
+    line = (text.strip().splitlines() or [""])[0].strip()
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    end = cut.rfind(". ")
+    if end >= limit // 2:
+        return cut[:end + 1]
+    return cut[:cut.rfind(" ")].rstrip(",;:") + " ..." if " " in cut else cut + " ..."
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Every optional flag's help ends with its default, unless it already names one or has none to show (a
     switch, a required flag, one of a required group)."""

@@ -57,3 +57,14 @@ def test_misspelt_and_abbreviated_flags_are_named_with_the_closest() -> None:
     abbreviated = run_module("search.evolve", "--latency", "10", check=False)
     assert "unrecognized argument --latency (did you mean --latency-ms?)" in abbreviated.stderr
     assert len(abbreviated.stderr.strip().splitlines()) == 1
+
+
+def test_a_library_message_is_shortened_at_a_boundary() -> None:
+    from supernet.errors import gist
+
+    long = "PytorchStreamReader failed reading zip archive: failed finding central directory " * 4
+    short = gist(long + "\nsecond line")
+    assert len(short) <= 164 and short.endswith(" ...") and long.startswith(short[:-4])
+    assert long[len(short) - 4] == " ", "cut mid-word"
+    assert gist("One sentence here. " * 12).endswith("here.")
+    assert gist("  short  \nmore") == "short"

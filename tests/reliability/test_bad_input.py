@@ -131,7 +131,7 @@ CASES = [
     (["search.evolve", "--latency-ms", "10", "--evaluations", "0"], "--evaluations: must be an integer from 1 to"),
     (["search.evolve", "--latency-ms", "10", "--device", "tpu"], "unknown device 'tpu'"),
     (["supernet.train", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
-    (["search.evolve", "--latency-ms", "10", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["search.evolve", "--latency-ms", "10", "--bogus-flag"], "unrecognized argument --bogus-flag"),
     (["search.bo", "--latency-ms", "10", "--evaluations", "abc"], "argument --evaluations: expected an integer"),
     (["search.evolve", "--evaluations", "5"], "one of the arguments --latency-ms --scenarios is required"),
     (["search.ensemble", "MISSING_RESULTS"], "the following arguments are required: --latency-ms"),
