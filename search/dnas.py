@@ -557,10 +557,13 @@ def parse_args(argv: list[str] | None) -> tuple[DnasConfig, bool, bool]:
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
         text = helps.get(field.name, "") + ("" if field.name == "latency_ms" else f" (default: {default})")
-        if field.type == "bool":
+        if field.name == "allow_foreign_table":
+            parser.add_argument(flag, action="store_true", help=helps[field.name])
+        elif field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
-        elif field.name == "method":
-            parser.add_argument(flag, choices=METHODS, default=default, help=text)
+        elif field.name in ("method", "runtime"):
+            parser.add_argument(flag, choices=METHODS if field.name == "method" else RUNTIMES, default=default,
+                                help=text)
         else:
             parser.add_argument(flag, type=types.get(field.name, str if default is None else type(default)),
                                 default=default, required=field.name == "latency_ms", help=text.strip(),
