@@ -482,7 +482,7 @@ def _finish(config: DnasConfig, model: Any, space: Any, table: LatencyTable, his
     }
     write_json(out / "results.json", result)
     plot_search(result, out / "search.png")
-    plot_alphas(trajectory, out / "alphas.png")
+    plot_alphas(trajectory, out / "alphas.png", space.choices)
     if not winner["meets_budget"]:
         print(f"warning: the derived architecture measured over the budget after {len(final) - 1} refits; raise "
               "--latency-ms or rebuild the latency table (python -m search.latency build) while the machine is idle",
@@ -495,28 +495,37 @@ def _finish(config: DnasConfig, model: Any, space: Any, table: LatencyTable, his
     return result
 
 
-def plot_alphas(trajectory: list[dict[str, Any]], path: Path) -> Path:
-    """One panel per choice: each candidate's weight over the epochs."""
+def plot_alphas(trajectory: list[dict[str, Any]], path: Path, choices: Mapping[str, Sequence[Any]]) -> Path:
+    """One panel per choice: each candidate's weight over the epochs, candidates named in a legend (one for all
+    panels where every choice has the same candidates, as nb201's edges do)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = [k for k in trajectory[0] if k != "epoch"]
+    shared = len({tuple(choices[k]) for k in keys}) == 1
     cols = min(len(keys), 3 if len(keys) <= 9 else 6)
     rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows + (0.5 if shared else 0)), dpi=100,
+                             squeeze=False)
     epochs = [t["epoch"] + 1 for t in trajectory]
     for ax, key in zip(axes.flat, keys):
-        for i in range(len(trajectory[0][key])):
-            ax.plot(epochs, [t[key][i] for t in trajectory], marker=".", label=str(i))
+        for i, option in enumerate(choices[key]):
+            ax.plot(epochs, [t[key][i] for t in trajectory], marker=".", label=str(option))
         ax.set_title(key, fontsize=8)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
+        if not shared:
+            ax.legend(fontsize=6, loc="upper left")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     axes.flat[0].set_ylabel("weight")
-    return save_png(fig, path)
+    axes.flat[-1].set_xlabel("epoch")
+    if shared:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    return save_png(fig, path, rect=(0, 0.07, 1, 1) if shared else None)
 
 
 # ---- command line ---------------------------------------------------------------------------------

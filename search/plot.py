@@ -52,11 +52,12 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     return save_png(fig, path)
 
 
-def save_png(fig: Any, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as a PNG atomically and release it."""
+def save_png(fig: Any, path: str | os.PathLike, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Write ``fig`` as a PNG atomically and release it; ``rect``: the part of the figure the axes may fill
+    (room for a figure-level legend)."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
