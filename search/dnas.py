@@ -434,11 +434,12 @@ def search(config: DnasConfig, resume: bool = False, command: list[str] | None =
         print(f"derived architecture measured {m['measured_latency_ms']:.2f} ms, over the budget: refitting it to "
               f"{target:.2f} ms predicted", file=sys.stderr)
         history.append(derive(config.epochs - 1, target))
-    return _finish(config, model, space, table, history, trajectory, out, command, meta, time.time() - start_time)
+    return _finish(config, model, space, table, history, trajectory, out, command, list(splits.classes),
+                   time.time() - start_time)
 
 
 def _finish(config: DnasConfig, model: Any, space: Any, table: LatencyTable, history: list[dict[str, Any]],
-            trajectory: list[dict[str, Any]], out: Path, command: list[str], meta: Mapping[str, Any],
+            trajectory: list[dict[str, Any]], out: Path, command: list[str], classes: list[str],
             seconds: float) -> dict[str, Any]:
     """Write the searched supernet, results.json and the pictures; print the winner."""
     device = str(parse_device(config.device))
@@ -449,7 +450,7 @@ def _finish(config: DnasConfig, model: Any, space: Any, table: LatencyTable, his
                     "crop_padding": config.crop_padding, "flip": config.flip, "method": config.method,
                     "from_checkpoint": config.checkpoint or None}
     save_checkpoint(checkpoint, model.eval(), train_config=train_config, dnas_config=dataclasses.asdict(config),
-                    command=command, metrics={"search_seconds_this_run": round(seconds, 1)})
+                    command=command, classes=classes, metrics={"search_seconds_this_run": round(seconds, 1)})
     def verified(r: dict[str, Any]) -> dict[str, Any]:
         return {**r, "predicted_latency_ms": r["metrics"][metric], "measured_latency_ms": r["metrics"]["measured_latency_ms"],
                 "measured_spread_ms": r["metrics"]["measured_spread_ms"],

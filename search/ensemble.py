@@ -34,7 +34,7 @@ from search.latency import load_table, parse_device
 from search.problem import Record
 from search.run import read_results
 from search.strategies import pareto_front
-from supernet.checkpoint import PRETRAINED, load_supernet
+from supernet.checkpoint import PRETRAINED, load_supernet, trained_classes
 from supernet.data import DEFAULT_DATA, load_splits
 from supernet.errors import ArgumentParser, UserError, int_range, positive_float, run_cli
 from supernet.evaluate import predict, recalibrate_bn
@@ -270,7 +270,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     table = load_table(config.table, device=device, space=space.config, allow_foreign=config.allow_foreign_table)
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000),
-                         num_classes=space.config.num_classes)
+                         num_classes=space.config.num_classes,
+                         trained=(trained_classes(meta, space.config), f"checkpoint {config.checkpoint}"))
     calibration = splits.train.subset(torch.arange(min(config.calibration_size, len(splits.train))))
 
     subnets, val, test = {}, {}, {}

@@ -45,7 +45,7 @@ from torch import nn
 from search.evaluate import DEFAULT_CALIBRATION
 from search.latency import parse_device, table_for
 from search.run import read_results
-from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet, trained_data
+from supernet.checkpoint import PRETRAINED, load_subnet, load_supernet, trained_classes, trained_data
 from supernet.data import load_splits
 from supernet.errors import ArgumentParser, UserError, gist, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
@@ -290,6 +290,7 @@ class Chosen:
     calibration_size: int = 0  # 0: no batch-norm recalibration
     source: dict[str, Any] = field(default_factory=dict)
     data: str = ""  # the dataset its source was trained or searched on
+    classes: int = 0  # how many classes it was trained on (0: its space's outputs)
 
 
 def from_subnet_checkpoint(path: str) -> Chosen:
@@ -298,7 +299,7 @@ def from_subnet_checkpoint(path: str) -> Chosen:
     space = space_of(config_from_dict(payload["space"]))
     return Chosen(subnet, space, space.parse(subnet.arch), path, _subnet_accuracy(payload),
                   _subnet_latency(payload, path), payload.get("train_config", {}).get("val_size", 5000),
-                  data=trained_data(payload))
+                  data=trained_data(payload), classes=trained_classes(payload, space.config))
 
 
 def from_supernet(args: argparse.Namespace) -> Chosen:
@@ -316,7 +317,7 @@ def from_supernet(args: argparse.Namespace) -> Chosen:
     return Chosen(supernet.extract(arch).eval(), space, arch, checkpoint, {},
                   _results_latency(results, winner, args.results) if winner else None,
                   meta.get("train_config", {}).get("val_size", 5000), calibration_size, source,
-                  trained_data(meta, results.get("config", {}).get("data")))
+                  trained_data(meta, results.get("config", {}).get("data")), trained_classes(meta, space.config))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -366,7 +367,8 @@ def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency
     if "val_top1" not in known:
         splits = load_splits(args.data or chosen.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size,
-                             num_classes=config.num_classes)
+                             num_classes=config.num_classes,
+                             trained=(chosen.classes or config.num_classes, f"checkpoint {chosen.checkpoint}"))
         if chosen.calibration_size:
             count = min(chosen.calibration_size, len(splits.train))
             subnet = recalibrate_bn(subnet, splits.train.subset(torch.arange(count)))

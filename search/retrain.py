@@ -40,7 +40,8 @@ from search.export import winner_of
 from search.latency import parse_device, table_for
 from search.metrics import classification_report, confusion_png
 from search.run import read_results
-from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore, trained_data,
+from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore, trained_classes,
+                                 trained_data,
                                  save_subnet_checkpoint)
 from supernet.data import Splits, load_splits
 from supernet.divergence import StepGuard
@@ -263,7 +264,8 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
         raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000),
-                         num_classes=space.config.num_classes)
+                         num_classes=space.config.num_classes,
+                         trained=(trained_classes(meta, space.config), f"checkpoint {config.checkpoint}"))
     train_set = training_images(splits, config.subset)
     if state is None:
         model, val_before = starting_model(config, supernet, splits)
@@ -293,7 +295,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
         progress = {"step": step, "total_steps": total, "val_top1_before": val_before, "history": history,
                     "nonfinite": guard.state_dict()}
         save_subnet_checkpoint(path, model, space.config, retrain_config=dataclasses.asdict(config), command=command,
-                               progress=progress, **extra)
+                               progress=progress, classes=list(splits.classes), **extra)
 
     end = min(total, step + config.stop_after) if config.stop_after else total
     with tqdm(total=total, initial=step, desc=f"retrain ({config.mode})", unit="step", dynamic_ncols=True) as bar:

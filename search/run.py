@@ -38,7 +38,7 @@ from search.plot import plot_search
 from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
 from search.timing import RUNTIMES, plausible_ms
-from supernet.checkpoint import PRETRAINED, load_supernet, trained_data
+from supernet.checkpoint import PRETRAINED, load_supernet, trained_classes, trained_data
 from supernet.data import load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
@@ -233,7 +233,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     space = supernet.space
     splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
                          val_size=meta.get("train_config", {}).get("val_size", 5000),
-                         num_classes=space.config.num_classes)
+                         num_classes=space.config.num_classes,
+                         trained=(trained_classes(meta, space.config), f"checkpoint {config.checkpoint}"))
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:
         if scenario.device not in tables:

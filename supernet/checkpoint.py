@@ -41,7 +41,7 @@ PRETRAINED = Path(__file__).parent / "pretrained" / "mbv3-fmnist.pt"
 # The metadata every reader of a checkpoint may use, checked when present (a resume checks more: load_resumable).
 METADATA = {"train_config": Optional({"val_size": Optional(COUNT)}), "retrain_config": Optional(Each(ANYTHING)),
             "command": Optional(Nullable([TEXT])), "progress": Optional(Each(ANYTHING)),
-            "metrics": Optional(Each(ANYTHING)), "arch": Optional(TEXT)}
+            "metrics": Optional(Each(ANYTHING)), "arch": Optional(TEXT), "classes": Optional([TEXT])}
 
 
 def save_checkpoint(path: str | os.PathLike, model: Any, **fields: Any) -> Path:
@@ -180,6 +180,13 @@ def trained_data(payload: dict[str, Any], given: str | None = None) -> str:
         if not given and isinstance(data, str) and data:
             given = data
     return given or DEFAULT_DATA
+
+
+def trained_classes(payload: dict[str, Any], config: Any) -> int:
+    """How many classes the checkpoint's network was trained on: its recorded class list (written since
+    2026-12-01), else its space's outputs (the shipped checkpoint's 10 Fashion-MNIST classes)."""
+    classes = payload.get("classes")
+    return len(classes) if isinstance(classes, list) and classes else int(config.num_classes)
 
 
 def load_supernet(path: str | os.PathLike, space: str | None = None) -> tuple[Any, dict[str, Any]]:

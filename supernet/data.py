@@ -254,22 +254,33 @@ def _check_class_count(root: Path, count: int, num_classes: int | None) -> None:
                         f"dataset of at most {num_classes} classes")
 
 
+def _check_trained(root: Path, count: int, trained: tuple[int, str] | None) -> None:
+    """Refuse to score a trained model on a dataset of another number of classes than it learnt."""
+    if trained is not None and count != trained[0]:
+        raise UserError(f"dataset {root} has {count} classes, but {trained[1]} was trained on {trained[0]}: pass "
+                        f"the --data it was trained on (or one with the same {trained[0]} classes)")
+
+
 def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int = 28, val_size: int = 5000,
-                seed: int = 0, num_classes: int | None = None) -> Splits:
+                seed: int = 0, num_classes: int | None = None, trained: tuple[int, str] | None = None) -> Splits:
     """Load a dataset and cut the fixed validation split (``val_size`` training images, seeded).
 
     ``num_classes``: the model's outputs; a dataset with more classes is refused (its labels would not fit).
+    ``trained``: (classes, what) of a trained model about to be scored on the data, e.g. ``(10, "checkpoint
+    x.pt")``: a dataset with another number of classes is refused, naming both (its accuracy would be noise).
     """
     root = Path(data)
     if (root / IDX_FILES["train"][0]).exists():
         train, test = _load_idx(root, "train"), _load_idx(root, "test")
         classes: tuple[str, ...] = FASHION_CLASSES
         _check_class_count(root, len(classes), num_classes)
+        _check_trained(root, len(classes), trained)
         if train.images.shape[1:] != (channels, size, size):
             raise UserError(f"dataset {root} has {tuple(train.images.shape[1:])} images, the space needs "
                             f"{(channels, size, size)}")
     elif (root / "train").is_dir() and (root / "test").is_dir():
         names = _folder_classes(root, num_classes)
+        _check_trained(root, len(names), trained)
         train, test = _load_folder(root, names, channels, size)
         classes = tuple(names)
     elif str(root) == DEFAULT_DATA:

@@ -281,6 +281,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     channels, size, _ = input_shape(space.config)
     splits = load_splits(config.data, channels=channels, size=size, val_size=config.val_size, seed=config.seed,
                          num_classes=space.config.num_classes)
+    classes = list(splits.classes)  # recorded in every checkpoint: what its outputs mean
     train_set = training_images(splits, config.subset)
     group.check_batch_size(config.batch_size, len(train_set))
     torch.manual_seed(config.seed)
@@ -310,7 +311,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     def checkpoint(path: Path, **extra: Any) -> None:
         guard.check_state(step, state_dict=model.state_dict(), optimizer=extra.get("optimizer"))  # on every rank
         if group.is_main:
-            save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command,
+            save_checkpoint(path, model, train_config=dataclasses.asdict(config), command=command, classes=classes,
                             progress={"step": step, "total_steps": total, "world_size": group.world_size,
                                       "losses": losses, "nonfinite": guard.state_dict()}, **extra)
 

@@ -241,6 +241,21 @@ def test_image_folders_the_model_cannot_take_are_one_line(tmp_path: Path, build:
     assert len(str(caught.value).splitlines()) == 1
 
 
+def test_a_trained_model_is_not_scored_on_a_dataset_of_other_classes(tmp_path: Path) -> None:
+    """The shipped 10-class supernet given a 2-class folder: one line naming both, before any table is built;
+    a model trained on 2 classes (its checkpoint records them) is scored on them."""
+    from supernet.data import load_splits
+
+    data = image_folder(tmp_path / "data", classes=2)
+    result = run_module("search.evolve", "--latency-ms", "10", "--data", str(data), "--out", str(tmp_path / "run"),
+                        check=False)
+    one_line_error(result, str(data), "has 2 classes, but checkpoint")
+    assert "mbv3-fmnist.pt was trained on 10" in result.stderr
+    assert len(load_splits(data, val_size=1, num_classes=10, trained=(2, "checkpoint two.pt")).classes) == 2
+    with pytest.raises(UserError, match="has 2 classes, but checkpoint three.pt was trained on 3"):
+        load_splits(data, val_size=1, num_classes=10, trained=(3, "checkpoint three.pt"))
+
+
 def test_training_on_eleven_classes_is_refused_in_one_line(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "data", classes=11)
     result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--val-size", "2",
