@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="Adam lr of the logits (DARTS' 3e-4 is for 50 epochs of 25k images; a short bench "
                              "run needs a larger step to move them as far)")
     parser.add_argument("--evolve-checkpoint", type=Path, default=None, help="SPOS supernet for search.evolve")
+    parser.add_argument("--evolve-seeds", default=None, help="seeds of the evolve runs (default: --seeds)")
     parser.add_argument("--evolve-seconds-per-evaluation", type=float, default=0.0,
                         help="what one evolve evaluation costs here (0: time a few first)")
     parser.add_argument("--threads", type=int, default=2)
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{rows[-1]['raw_cell']}", flush=True)
     mean_seconds = statistics.fmean(r["seconds"] or 0 for r in rows)
     if args.evolve_checkpoint:
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in (int(s) for s in (args.evolve_seeds or args.seeds).split(",")):
             result = run_evolve(args, seed, table, budget, mean_seconds)
             winner = next(iter(result["winners"].values()))
             arch = space.parse(winner["arch_string"])
