@@ -290,7 +290,9 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
         raise UserError(f"no dataset in {root}: expected Fashion-MNIST IDX files or train/ and test/ "
                         "ImageFolder-style class folders")
     if not 0 < val_size < len(train):
-        raise UserError(f"validation size {val_size} must be between 1 and {len(train) - 1}")
+        raise UserError(f"dataset {root} has {len(train)} training images, too few to hold out a validation split of "
+                        f"{val_size} (--val-size): lower --val-size to at most {len(train) - 1} (search, retrain and "
+                        "export take it from the checkpoint: give them the --data it was trained on)")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return Splits(train.subset(order[val_size:]), train.subset(order[:val_size]), test, classes, str(root))
 

@@ -256,6 +256,13 @@ def test_a_trained_model_is_not_scored_on_a_dataset_of_other_classes(tmp_path: P
         load_splits(data, val_size=1, num_classes=10, trained=(3, "checkpoint three.pt"))
 
 
+def test_a_validation_split_too_large_for_the_data_names_the_flag(tmp_path: Path) -> None:
+    data = image_folder(tmp_path / "data", classes=2)  # 6 training images
+    result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "run"),
+                        check=False)
+    one_line_error(result, str(data), "has 6 training images", "lower --val-size to at most 5")
+
+
 def test_training_on_eleven_classes_is_refused_in_one_line(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "data", classes=11)
     result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--val-size", "2",
