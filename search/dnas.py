@@ -62,6 +62,7 @@ from supernet.family import build_supernet, get_space, input_shape
 from supernet.io import write_json
 from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
+from supernet.train import epoch_batches, make_optimizer
 from supernet.schema import ANYTHING, COUNT, Each, Optional, config_schema
 
 METHODS = ("darts", "beta-darts", "gdas")
@@ -228,14 +229,6 @@ def fit_budget(space: Any, table: LatencyTable, probs: Mapping[str, Sequence[flo
 
 
 # ---- data -----------------------------------------------------------------------------------------
-def train_batches(images: ImageSet, config: DnasConfig, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The epoch's training batches from batch ``start``: order, flips and crops depend on seed and epoch only."""
-    seed = config.seed * 1000 + epoch
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    return batches(images, config.batch_size, order=order, start=start, flip_seed=seed if config.flip else None,
-                   crop_padding=config.crop_padding, crop_seed=seed)
-
-
 def val_batches(images: ImageSet, config: DnasConfig, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Validation batches for the logits' steps, from step ``start`` of the epoch on, cycling through the
     validation split in a new seeded order each pass (it is smaller than the training split)."""
@@ -266,14 +259,10 @@ def _beta(config: DnasConfig, step: int, total: int) -> float:
 
 
 def _optimizers(model: Any, alphas: ArchWeights, config: DnasConfig) -> tuple[torch.optim.SGD, torch.optim.Adam]:
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    rest = [p for p in model.parameters() if p.dim() <= 1]
-    weights = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                               {"params": rest, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum,
-                              nesterov=config.momentum > 0)
+    """The weights' optimiser, as supernet.train makes it, and Adam for the logits (DARTS' betas)."""
     arch = torch.optim.Adam(alphas.parameters(), lr=config.arch_lr, betas=(0.5, 0.999),
                             weight_decay=config.arch_weight_decay)
-    return weights, arch
+    return make_optimizer(model, config), arch
 
 
 def _relaxed(alphas: ArchWeights, config: DnasConfig, searching: bool, generator: torch.Generator,
@@ -379,7 +368,7 @@ def search(config: DnasConfig, resume: bool = False, command: list[str] | None =
             epoch, first = divmod(step, per_epoch)
             searching = epoch >= config.warmup_epochs
             val = val_batches(splits.val, config, epoch, first)
-            for x, y in train_batches(train_set, config, epoch, first):
+            for x, y in epoch_batches(train_set, config, epoch, start=first):
                 generator = torch.Generator().manual_seed(config.seed * 7_919 + step)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr(config, step, total)

@@ -162,8 +162,9 @@ def lr_at(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * warmup * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; no weight decay on batch-norm parameters and biases."""
+def make_optimizer(model: nn.Module, config: Any) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; no weight decay on batch-norm parameters and biases. ``config``: any config
+    with ``lr``, ``momentum`` and ``weight_decay`` (training, retraining, differentiable search)."""
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     return torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
@@ -171,10 +172,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
                            lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
-def epoch_batches(train_set: ImageSet, config: TrainConfig, epoch: int,
+def epoch_batches(train_set: ImageSet, config: Any, epoch: int,
                   start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch's batches from batch ``start``: order, flips and crops depend only on ``config.seed`` and
-    ``epoch``, so a resumed run sees the batches an uninterrupted one would."""
+    ``epoch``, so a resumed run sees the batches an uninterrupted one would. ``config``: any config with
+    ``seed``, ``batch_size``, ``flip`` and ``crop_padding``."""
     seed = config.seed * 1000 + epoch
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
     return batches(train_set, config.batch_size, order=order, start=start, flip_seed=seed if config.flip else None,
