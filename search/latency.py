@@ -45,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from search.accuracy import agreement, fit_affine, format_row
+from search.load import MIN_CPU_SHARE, assess, check_on_use
 from search.plot import scatter_png
 from search.timing import (MAX_MS, MIN_MS, REPEATS, RUNTIMES, WARMUP, Timer, TimingSettings, plausible_ms,
                            prepare)
@@ -413,6 +414,24 @@ def refit(data: dict[str, Any]) -> None:
                           "source": "calibrate" if used is given else "build" if not given else "build+calibrate"}
 
 
+class BusyTable(UserError):
+    """A build finished while the machine was busy (:func:`search.load.assess`): the table is complete but was
+    written to :func:`busy_path`, not to the table's path, and is :attr:`table` for a caller that uses it once."""
+
+    def __init__(self, table: LatencyTable, path: Path):
+        self.table, self.path = table, path
+        super().__init__(f"the machine was busy while latency table {path} was measured "
+                         f"({'; '.join(table.data['load']['reasons'])}), so its milliseconds would be slower than "
+                         f"this machine's: it was not saved there (it is in {table.path}); rerun when the machine "
+                         "is quieter, or pass --keep-busy to keep it anyway")
+
+
+def busy_path(path: str | os.PathLike) -> Path:
+    """Where a build of ``path`` that found the machine busy leaves its table (``cpu.json`` -> ``cpu.busy.json``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.busy{path.suffix}")
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     """Where a build of the table ``path`` keeps its partial state (``cpu.json`` -> ``cpu.partial.json``)."""
     path = Path(path)
@@ -421,10 +440,12 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 def build_table(config: Any, device: torch.device, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 settings: TimingSettings = TimingSettings(), calibration_subnets: int = DEFAULT_CALIBRATION_SUBNETS,
-                out: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False) -> LatencyTable:
+                out: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False,
+                keep_busy: bool = False) -> LatencyTable:
     """Measure every unit of ``config`` on ``device``, then the calibration subnets; write atomically.
 
-    The partial table is rewritten as it grows beside the target (:func:`partial_path`), so an interrupted
+    A build that finds the machine was busy (:func:`search.load.assess`) raises :class:`BusyTable` with the
+    table written aside, unless ``keep_busy``: then it is saved, its ``load`` marked as kept. The partial table is rewritten as it grows beside the target (:func:`partial_path`), so an interrupted
     build resumes where it stopped, and the target is written once, complete. An existing target, or a
     partial build this one cannot resume (other settings), is refused unless ``overwrite``; either is kept
     until the new table is complete.
@@ -436,11 +457,13 @@ def build_table(config: Any, device: torch.device, *, batch_size: int = DEFAULT_
     path = Path(out) if out else default_table_path(config, fp, settings)
     with claim_file(path, what="latency table", overwrite=overwrite):
         return _build(config, device, path, batch_size=batch_size, fp=fp, settings=settings,
-                      calibration_subnets=calibration_subnets, progress=progress, overwrite=overwrite)
+                      calibration_subnets=calibration_subnets, progress=progress, overwrite=overwrite,
+                      keep_busy=keep_busy)
 
 
 def _build(config: Any, device: torch.device, path: Path, *, batch_size: int, fp: dict[str, Any],
-           settings: TimingSettings, calibration_subnets: int, progress: bool, overwrite: bool) -> LatencyTable:
+           settings: TimingSettings, calibration_subnets: int, progress: bool, overwrite: bool,
+           keep_busy: bool) -> LatencyTable:
     """:func:`build_table` once ``path`` is claimed."""
     partial = partial_path(path)
     check_regular(partial, "a partial latency table")
@@ -480,8 +503,13 @@ def _build(config: Any, device: torch.device, path: Path, *, batch_size: int, fp
         write_json(partial, data)
     _rescale_to_typical_speed(data, timer)
     refit(data)
+    data["load"] = {**assess(timer, config, data["entries"], settings), "kept": keep_busy}
     data["complete"] = True
     checked = _check(data, path)
+    if data["load"]["busy"] and not keep_busy:  # its measurements are what is wrong: none is resumed
+        write_json(busy_path(path), data)
+        partial.unlink(missing_ok=True)
+        raise BusyTable(LatencyTable(checked, busy_path(path)), path)
     write_json(path, data)
     partial.unlink(missing_ok=True)
     return LatencyTable(checked, path)
@@ -540,6 +568,10 @@ def table_for(config: Any, device: torch.device, *, batch_size: int | None = Non
     if path:
         table = load_table(path, device=device, space=config, allow_foreign=allow_foreign)
         check_setting(table, batch_size=batch_size, threads=threads, runtime=runtime)
+        stale = None if allow_foreign else check_on_use(table, device)
+        if stale:
+            print(f"warning: latency table {path} may be too slow: {stale}; rebuild it with `python -m "
+                  "search.latency build --overwrite` when the machine is quiet", file=sys.stderr)
         return table
     batch_size = check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)
     try:
@@ -549,17 +581,34 @@ def table_for(config: Any, device: torch.device, *, batch_size: int | None = Non
     cached = default_table_path(config, fingerprint(device, batch_size, settings), settings)
     if cached.exists():
         try:
-            return load_table(cached, device=device, space=config)
+            table = load_table(cached, device=device, space=config)
         except UserError as err:
             if not build:
                 raise
             print(f"rebuilding cached latency table: {err}", file=sys.stderr)
+        else:
+            stale = check_on_use(table, device)
+            if not stale:
+                return table
+            if not build:
+                print(f"warning: cached latency table {cached} may be too slow: {stale}; rebuild it with "
+                      "`python -m search.latency build --overwrite`", file=sys.stderr)
+                return table
+            print(f"rebuilding cached latency table {cached}: {stale}", file=sys.stderr)
     if not build:
         raise UserError(f"no latency table for this device and setting yet ({cached}); build one with "
                         f"`python -m search.latency build --device {device} --batch-size {batch_size}` "
                         "(and the same --threads/--runtime)")
-    print(f"no latency table for this device yet: measuring one ({cached})", file=sys.stderr)
-    return build_table(config, device, batch_size=batch_size, settings=settings, out=cached, overwrite=True)
+    if not cached.exists():
+        print(f"no latency table for this device yet: measuring one ({cached})", file=sys.stderr)
+    try:
+        return build_table(config, device, batch_size=batch_size, settings=settings, out=cached, overwrite=True)
+    except BusyTable as busy:
+        reasons = "; ".join(busy.table.data["load"]["reasons"])
+        print(f"the machine was busy while the latency table was measured ({reasons}): using it for this run only "
+              f"({busy.table.path}); it is not cached, so the next run measures again (`python -m search.latency "
+              "build --keep-busy` keeps one anyway)", file=sys.stderr)
+        return busy.table
 
 
 def check_setting(table: LatencyTable, *, batch_size: int | None = None, threads: int | None = None,
@@ -648,7 +697,7 @@ def validate(table: LatencyTable, device: torch.device, *, subnets: int = 100, s
     result = {"key": key, "complete": True, "table": str(table.path), "fingerprint": table.fingerprint,
               "settings": table.data["settings"], "probe": table.data.get("probe"), "seed": seed,
               "correction": table.data["correction"], "flops_fit": {"scale": flops_fit[0], "offset_ms": flops_fit[1]},
-              "in_calibration": sum(r["arch"] in calibrated_on for r in rows),
+              "in_calibration": sum(r["arch"] in calibrated_on for r in rows), "cpu_share": timer.cpu_share,
               "figures": figures, "subnets": rows}
     write_json(out / "validation.json", with_checksum(result))
     fp = table.fingerprint
@@ -676,6 +725,10 @@ def report(result: Mapping[str, Any]) -> None:
     if result["settings"].get("reference_probe"):
         print(f"machine speed while validating: wall-clock medians were {min(raw):.2f}x to {max(raw):.2f}x the "
               "probe-referenced ones")
+    share = result.get("cpu_share")
+    if share is not None and share < MIN_CPU_SHARE:
+        print(f"warning: the machine was busy while validating (the timing thread held a core {100 * share:.0f}% "
+              "of the time): these figures say more about the load than about the table; rerun when it is quiet")
     if result["in_calibration"]:
         print(f"note: {result['in_calibration']} of these subnets were among the table's calibration points")
 
@@ -798,6 +851,9 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--overwrite", action="store_true",
                        help="rebuild an existing table (kept until the new one is complete), or start over a "
                             "partial build of other settings")
+    build.add_argument("--keep-busy", action="store_true",
+                       help="save the table even if the machine was busy while it was measured (see search.load); "
+                            "without it such a table is left beside the target as *.busy.json")
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction", description="Print a table's fingerprint, coverage and correction.")
     show.add_argument("table")
     check = commands.add_parser("validate", help="time random subnets end to end and compare with the table", description="Time random subnets end to end and compare them with the table's predictions.")
@@ -823,7 +879,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "build":
         table = build_table(get_space(args.space).config, parse_device(args.device), batch_size=args.batch_size,
                             settings=_settings(args), calibration_subnets=args.calibration_subnets, out=args.out,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, keep_busy=args.keep_busy)
         print(f"wrote {table.path}")
         describe(table)
     elif args.command == "show":
@@ -866,6 +922,12 @@ def describe(table: LatencyTable) -> None:
           f"subnets timed end to end")
     print(f"predicted latency: smallest {table.predict(table.space.smallest()):.2f} ms, "
           f"largest {table.predict(table.space.largest()):.2f} ms")
+    load = table.data.get("load")
+    if load:
+        share = "n/a" if load["cpu_share"] is None else f"{100 * load['cpu_share']:.0f}%"
+        order = "" if load["pairs"] is None else f"; {load['out_of_order']} of {load['pairs']} choice pairs out of order"
+        print(f"machine while measuring: {'BUSY' if load['busy'] else 'quiet'} (timing thread on a core {share}"
+              f"{order}){'; kept with --keep-busy' if load['busy'] and load.get('kept') else ''}")
 
 
 if __name__ == "__main__":

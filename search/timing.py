@@ -39,6 +39,12 @@ WARMUP, REPEATS, THREADS_RANGE = int_range(0, MAX_CALLS), int_range(1, MAX_CALLS
 Call = Callable[[], object]
 
 
+def cpu_time() -> float:
+    """Seconds of CPU time the calling thread has run: beside :func:`time.perf_counter` it says how much of the
+    wall time of a timed call the timing thread actually held a core (:attr:`Timer.cpu_share`)."""
+    return time.thread_time()
+
+
 @dataclass(frozen=True)
 class TimingSettings:
     """How calls are timed; saved with every table so that comparisons time the same way."""
@@ -154,7 +160,19 @@ class Timer:
         self.probe = probe if settings.reference_probe else None
         self.probe_ms = probe_ms
         self.probe_times: list[float] = []  # every probe call timed by __call__, in milliseconds
+        self.cpu_s = self.wall_s = 0.0  # over every timed loop on a CPU: what cpu_share divides
         self._timed = clock(device)
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Of the wall time this timer's timed calls took, the share its thread ran on a core (None on a GPU,
+        or before anything was timed). About 1.0 alone on a core; a CPU-heavy neighbour taking the core in
+        the middle of calls lowers it (see :mod:`search.load`)."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 and self.device.type == "cpu" else None
+
+    def _account(self, started: tuple[float, float]) -> None:
+        self.wall_s += time.perf_counter() - started[0]
+        self.cpu_s += cpu_time() - started[1]
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -168,8 +186,10 @@ class Timer:
             for _ in range(self.settings.warmup):
                 self.probe()
             self._sync()
+            started = time.perf_counter(), cpu_time()
             self.probe_ms = check_ms(statistics.median(self._timed(self.probe) for _ in range(calls)),
                                      "the reference probe")
+            self._account(started)
         return self.probe_ms
 
     def __call__(self, fn: Call) -> dict[str, float]:
@@ -183,12 +203,14 @@ class Timer:
                     self.probe()
             self._sync()
             times, ratios = [], []
+            started = time.perf_counter(), cpu_time()
             for _ in range(s.repeats):
                 t = self._timed(fn)
                 times.append(t)
                 if self.probe is not None:
                     self.probe_times.append(check_ms(self._timed(self.probe), "a reference probe call"))
                     ratios.append(t / self.probe_times[-1])
+            self._account(started)
         raw, raw_spread = _median_iqr(times)
         if self.probe is None:
             return {"median_ms": check_ms(raw, "a call"), "spread_ms": raw_spread, "count": len(times),

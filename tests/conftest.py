@@ -102,14 +102,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fake_data: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def fast_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete but quickly measured latency table of mbv3 on this CPU."""
+    """A complete but quickly measured latency table of mbv3 on this CPU (kept even if the machine is busy:
+    tests use it for its form, not its figures)."""
     from search.latency import build_table
     from search.timing import TimingSettings
     from supernet.space import get_space
 
     path = tmp_path_factory.mktemp("table") / "cpu.json"
     build_table(get_space("mbv3").config, torch.device("cpu"), settings=TimingSettings(warmup=0, repeats=1),
-                calibration_subnets=3, out=path, progress=False)
+                calibration_subnets=3, out=path, progress=False, keep_busy=True)
     return path
 
 

@@ -127,7 +127,7 @@ def test_build_resumes_units_and_calibration(tmp_path: Path, fast_table: Path) -
     with pytest.raises(UserError, match="incomplete"):
         load_table(partial)
     table = build_table(get_space("mbv3").config, CPU, settings=FAST, calibration_subnets=3, out=target,
-                        progress=False)
+                        progress=False, keep_busy=True)
     assert table.path == target and load_table(target).data["complete"] and not partial.exists()
     assert len(table.entries) == len(data["entries"])
     # Finished at the median probe speed of the resumed build: kept entries are rescaled, not remeasured.
@@ -243,7 +243,7 @@ def test_validation_resumes_and_calibration_refits(tmp_path: Path, fast_table: P
 def test_cli_build_show_validate_calibrate(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     built = run_module("search.latency", "build", "--device", "cpu", "--warmup", "0", "--repeats", "1",
-                       "--calibration-subnets", "2", "--out", str(out))
+                       "--calibration-subnets", "2", "--keep-busy", "--out", str(out))
     assert f"wrote {out}" in built.stdout and "146/146 units" in built.stdout
     shown = run_module("search.latency", "show", str(out))
     assert "\"batch_size\": 4" in shown.stdout and "predicted latency: smallest" in shown.stdout
@@ -273,7 +273,7 @@ def test_cli_build_show_validate_calibrate(tmp_path: Path) -> None:
 def test_gpu_table_is_timed_with_cuda_events(tmp_path: Path) -> None:
     gpu = torch.device("cuda", 0)
     table = build_table(get_space("mbv3").config, gpu, settings=TimingSettings(warmup=2, repeats=3),
-                        calibration_subnets=2, out=tmp_path / "gpu.json", progress=False)
+                        calibration_subnets=2, out=tmp_path / "gpu.json", progress=False, keep_busy=True)
     assert table.fingerprint["gpu"] == torch.cuda.get_device_name(gpu) and "driver" in table.fingerprint
     result = validate(load_table(tmp_path / "gpu.json", device=gpu), gpu, subnets=3, out=tmp_path / "v",
                       progress=False)

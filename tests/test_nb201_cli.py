@@ -45,7 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                          "--warmup-steps", "1", "--out", str(root / "supernet"))
     table = root / "table.json"
     built = run_module("search.latency", "build", "--space", "nb201-cpu", "--warmup", "0", "--repeats", "1",
-                       "--no-reference-probe", "--calibration-subnets", "2", "--out", str(table))
+                       "--no-reference-probe", "--calibration-subnets", "2", "--keep-busy", "--out", str(table))
     checkpoint = root / "supernet" / "final.pt"
     space = load_supernet(checkpoint)[0].space
     latency = load_table(table)

@@ -62,7 +62,7 @@ COMMANDS: dict[str, list[str]] = {
                       "--calibration-size", "16", "--out", "OUT/subnet.pt"],
     "search.report": ["RESULTS", "--out", "OUT/report.md"],
     "search.latency build": ["build", "--warmup", "0", "--repeats", "1", "--calibration-subnets", "3",
-                             "--out", "OUT/table.json"],
+                             "--keep-busy", "--out", "OUT/table.json"],
     "search.latency validate": ["validate", "--table", "TABLE", "--subnets", "2", "--out", "OUT"],
     "search.latency calibrate": ["calibrate", "TABLE_COPY", "MEASURED", "--out", "OUT/table.json"],
     "search.latency show": ["show", "TABLE"],

@@ -126,7 +126,7 @@ def test_search_killed_then_rerun_finds_what_an_uninterrupted_search_finds(tmp_p
 def test_table_build_killed_then_rerun_keeps_what_it_measured(tmp_path: Path, rng: random.Random) -> None:
     path = tmp_path / "cpu.json"
     args = ["search.latency", "build", "--warmup", "0", "--repeats", "3", "--calibration-subnets", "3",
-            "--out", str(path)]
+            "--keep-busy", "--out", str(path)]
     log = tmp_path / "killed.log"
     units = len(expected_keys(get_space("mbv3").config))
     kill_at(start(args, log), log, units, rng.randint(10, units - 30), rng, also=partial_path(path).exists)

@@ -104,7 +104,8 @@ def test_every_file_cli_refuses_an_existing_file_it_did_not_write(cli: str, tmp_
         "export": ["search.export", "--arch", arch, "--checkpoint", str(tiny_run / "final.pt"), "--data",
                    str(fake_data), "--calibration-size", "0", "--table", str(fast_table)],
         "report": ["search.report", str(tmp_path / "results.json")],
-        "build": ["search.latency", "build", "--warmup", "0", "--repeats", "1", "--calibration-subnets", "2"],
+        "build": ["search.latency", "build", "--warmup", "0", "--repeats", "1", "--calibration-subnets", "2",
+                  "--keep-busy"],
         "calibrate": ["search.latency", "calibrate", str(fast_table), str(tmp_path / "measured.json")],
     }
     before = make_file(out)
@@ -194,7 +195,7 @@ def test_a_killed_table_build_leaves_the_complete_table_and_resumes_beside_it(tm
     shutil.copy(fast_table, target)
     previous = target.read_bytes()  # complete, of other settings (repeats 1, 3 calibration subnets)
     args = ["search.latency", "build", "--warmup", "0", "--repeats", "2", "--calibration-subnets", "2",
-            "--out", str(target)]
+            "--keep-busy", "--out", str(target)]
     refused(run_module(*args, check=False), f"{target} already exists", "--overwrite")
     log = tmp_path / "killed.log"
     units = len(expected_keys(get_space("mbv3").config))
@@ -217,7 +218,7 @@ def test_a_partial_build_of_other_settings_is_refused(tmp_path: Path, fast_table
     partial.write_text(json.dumps({**data, "complete": False, "correction": None}))  # repeats 1, not 2
     with pytest.raises(UserError, match="is a partial build of .* with other settings"):
         build_table(get_space("mbv3").config, torch.device("cpu"), settings=TimingSettings(warmup=0, repeats=2),
-                    calibration_subnets=3, out=target, progress=False)
+                    calibration_subnets=3, out=target, progress=False, keep_busy=True)
     assert json.loads(partial.read_text())["entries"] == data["entries"] and not target.exists()
 
 
@@ -241,7 +242,7 @@ def test_a_fifo_as_out_is_refused_in_one_line(cli: str, tmp_path: Path, tiny_run
                    "--checkpoint", str(tiny_run / "final.pt"), "--calibration-size", "0", "--table", str(fast_table),
                    "--overwrite"],
         "report": ["search.report", str(tmp_path / "results.json"), "--overwrite"],
-        "build": ["search.latency", "build", "--warmup", "0", "--repeats", "1", "--overwrite"],
+        "build": ["search.latency", "build", "--warmup", "0", "--repeats", "1", "--overwrite", "--keep-busy"],
     }
     refused(run_module(*commands[cli], "--out", str(fifo), check=False), f"{fifo} is a FIFO")
     assert fifo.is_fifo()
