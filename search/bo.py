@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None) -> tuple[SearchConfig, bool]:
     parser.add_argument("--xi", type=non_negative_float, default=0.01,
                         help="exploration margin of expected improvement")
     args = parser.parse_args(argv)
-    return resolve(args, "bo", {"initial": args.initial, "pool": args.pool, "xi": args.xi}), args.overwrite
+    return resolve(args, "bo", {"initial": args.initial, "pool": args.pool, "xi": args.xi}, parser), args.overwrite
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -60,7 +60,7 @@ from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, fl
                              non_negative_float, positive_float, random_seed, run_cli)
 from supernet.family import build_supernet, get_space, input_shape
 from supernet.io import write_json
-from supernet.outdir import claim_folder
+from supernet.outdir import budget_label, claim_folder, run_folder
 from supernet.sampler import flops_params_table, score_python
 from supernet.train import epoch_batches, make_optimizer
 from supernet.schema import ANYTHING, COUNT, Each, Optional, config_schema
@@ -106,7 +106,7 @@ class DnasConfig:
     seed: int = 0
     checkpoint_every: int = 200
     stop_after: int = 0  # stop after N steps in this run (then --resume); 0: run to the end
-    out: str = "runs/dnas"
+    out: str = ""  # "": runs/dnas/SPACE-METHOD-DEVICE-BUDGETms-seedN (see default_out)
 
     def validate(self) -> "DnasConfig":
         check_ranges(self, RANGES)
@@ -550,12 +550,13 @@ def parse_args(argv: list[str] | None) -> tuple[DnasConfig, bool, bool]:
              "latency_weight": "weight of the latency penalty max(0, expected/budget - 1)",
              "val_size": "training images held out for the architecture steps",
              "verify": "refits of the derived architecture to a tighter budget when it measures over it",
-             "out": "output folder"}
+             "out": "output folder (default: runs/dnas/SPACE-METHOD-DEVICE-BUDGETms-seedN, plus a short hash when "
+                    "other flags that change the search differ from their defaults)"}
     types = {**RANGES, "latency_batch_size": BATCH_SIZE, "threads": THREADS}
     for field in dataclasses.fields(DnasConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        text = helps.get(field.name, "") + ("" if field.name == "latency_ms" else f" (default: {default})")
+        text = helps.get(field.name, "") + ("" if field.name in ("latency_ms", "out") else f" (default: {default})")
         if field.name == "allow_foreign_table":
             parser.add_argument(flag, action="store_true", help=helps[field.name])
         elif field.type == "bool":
@@ -572,7 +573,20 @@ def parse_args(argv: list[str] | None) -> tuple[DnasConfig, bool, bool]:
                         help=f"start over in an --out that holds a search (removes its {', '.join(RUN_FILES)})")
     args = vars(parser.parse_args(argv))
     resume, overwrite = args.pop("resume"), args.pop("overwrite")
-    return DnasConfig(**args), resume, overwrite
+    config = DnasConfig(**args)
+    return dataclasses.replace(config, out=config.out or default_out(config)), resume, overwrite
+
+
+# Settings a default --out names, or that do not change what a search finds: left out of its hash.
+NAMED = ("space", "method", "device", "latency_ms", "seed", "out", "verify", "checkpoint_every", "stop_after")
+
+
+def default_out(config: DnasConfig) -> str:
+    """``runs/dnas/nb201-cpu-beta-darts-cpu-3ms-seed0`` and the like (:func:`supernet.outdir.run_folder`)."""
+    label = f"{config.space}-{config.method}-{budget_label([(config.device, config.latency_ms)])}"
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in NAMED}
+    defaults = DnasConfig()
+    return run_folder("runs/dnas", label, config.seed, settings, {k: getattr(defaults, k) for k in settings})
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

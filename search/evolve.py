@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> tuple[SearchConfig, bool]:
         parser.error(f"--tournament {args.tournament} is larger than --population {args.population}: a tournament "
                      "draws from the population; lower --tournament or raise --population")
     options = {k: getattr(args, k) for k in ("population", "children", "tournament", "mutation_prob", "crossover_prob")}
-    return resolve(args, args.algorithm, options), args.overwrite
+    return resolve(args, args.algorithm, options, parser), args.overwrite
 
 
 def algorithm_for(config: SearchConfig):

@@ -38,12 +38,13 @@ from search.plot import plot_search
 from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
 from search.timing import RUNTIMES, plausible_ms
-from supernet.checkpoint import PRETRAINED, load_supernet, trained_classes, trained_data
+from supernet.checkpoint import PRETRAINED, load_checkpoint, load_supernet, trained_classes, trained_data
 from supernet.data import load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
+from supernet.family import config_from_dict
 from supernet.io import read_json, write_json
-from supernet.outdir import claim_folder
+from supernet.outdir import budget_label, claim_folder, run_folder
 from supernet.schema import (ANYTHING, BOOLEAN, CHOICE, COUNT, INTEGER, NUMBER, POSITIVE, TEXT, Each, Nullable,
                              Optional, check_document)
 from supernet.sampler import flops_params_table, score_python
@@ -135,7 +136,10 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
                         help="training images used to recalibrate batch norm")
     parser.add_argument("--verify", type=int_range(), default=5, help="best candidates per scenario timed end to end")
     parser.add_argument("--seed", type=random_seed, default=0, help="seed of the search algorithm's draws")
-    parser.add_argument("--out", default=out, help="output folder (rerun to resume)")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder; rerun to resume (default: {out}/SPACE-BUDGETS-seedN, plus a short hash "
+                             "when other flags differ from their defaults)")
+    parser.set_defaults(out_base=out)
     parser.add_argument("--overwrite", action="store_true",
                         help=f"start over in an --out that holds a search (removes its {', '.join(RUN_FILES)})")
 
@@ -148,8 +152,14 @@ def claim_out(config: SearchConfig, overwrite: bool) -> AbstractContextManager[P
     return claim_folder(out, what="a search", run_files=RUN_FILES, resume=resume, overwrite=overwrite)
 
 
-def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -> SearchConfig:
-    """Checked :class:`SearchConfig` from parsed common flags and the algorithm's own options."""
+# Flags a default --out names (or that do not change what a search finds): left out of its hash.
+NAMED_FLAGS = ("latency_ms", "scenarios", "device", "seed", "algorithm", "out", "out_base", "overwrite", "verify")
+
+
+def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any],
+            parser: argparse.ArgumentParser) -> SearchConfig:
+    """Checked :class:`SearchConfig` from parsed common flags and the algorithm's own options; without
+    ``--out``, the run's default folder (:func:`default_out`)."""
     if args.latency_ms is not None:  # the numbers were checked by their flags' types
         scenarios = [Scenario(str(parse_device(args.device)), args.latency_ms)]
     else:
@@ -157,9 +167,22 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any]) -
     if args.table and len({s.device for s in scenarios}) > 1:
         raise UserError("--table names one table, but the scenarios use several devices: leave it out to use "
                         "each device's cached table")
-    common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options"}
-    return SearchConfig(scenarios=scenarios, algorithm=algorithm, options=options,
+    common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options", "out"}
+    out = args.out or default_out(args, scenarios, parser)
+    return SearchConfig(scenarios=scenarios, algorithm=algorithm, options=options, out=out,
                         **{k: v for k, v in vars(args).items() if k in common})
+
+
+def default_out(args: argparse.Namespace, scenarios: list[Scenario], parser: argparse.ArgumentParser) -> str:
+    """``runs/evolve/mbv3-cpu-10ms-seed0`` and the like (:func:`supernet.outdir.run_folder`): the checkpoint's
+    space, the budgets, the algorithm where it is not the command's default, the seed; other flags that differ
+    from their defaults add a hash. Reads the checkpoint's header to name its space (0.1 s for the shipped one)."""
+    space = config_from_dict(load_checkpoint(args.checkpoint)["space"], f"checkpoint {args.checkpoint}").name
+    label = f"{space}-{budget_label([(s.device, s.latency_ms) for s in scenarios])}"
+    if getattr(args, "algorithm", None) not in (None, parser.get_default("algorithm")):
+        label += f"-{args.algorithm}"
+    settings = {k: v for k, v in vars(args).items() if k not in NAMED_FLAGS}
+    return run_folder(args.out_base, label, args.seed, settings, {k: parser.get_default(k) for k in settings})
 
 
 RESULTS_KEYS = ("scenarios", "winners", "history", "pareto_front", "latency_metric")

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import stat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from supernet.errors import UserError
 
@@ -201,3 +203,24 @@ def _remove(folder: Path, names: Sequence[str]) -> None:
             (folder / name).unlink(missing_ok=True)
         except OSError as err:
             raise UserError(f"--overwrite cannot remove {folder / name}: {err.strerror}") from None
+
+
+def run_folder(base: str | os.PathLike, label: str, seed: int, settings: Mapping[str, Any],
+               defaults: Mapping[str, Any]) -> str:
+    """The default ``--out`` of a run: ``BASE/LABEL-seedN``, then ``-HASH`` if other settings differ from
+    their defaults.
+
+    ``label`` names what usually tells two runs apart (a search's space and budgets); the hash (6 hex digits)
+    covers every other entry of ``settings`` that differs from ``defaults``. So the obvious second command, with
+    another budget, seed or setting, gets a folder of its own, and the same command again resumes its own.
+    An ``--out`` given explicitly is claimed as it is (:func:`claim_folder`): another run's folder is refused.
+    """
+    changed = {key: value for key, value in settings.items() if value != defaults.get(key)}
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return str(Path(base) / f"{label}-seed{seed}{'-' + digest if changed else ''}")
+
+
+def budget_label(budgets: Sequence[tuple[str, float]]) -> str:
+    """``[("cpu", 10.0)]`` -> ``"cpu-10ms"``; several budgets joined; more than four as first, last and count."""
+    names = [f"{device.replace(':', '')}-{ms:g}ms" for device, ms in budgets]
+    return "_".join(names) if len(names) <= 4 else f"{names[0]}-to-{names[-1]}-{len(names)}budgets"
