@@ -237,11 +237,24 @@ class LatencyTable:
         """The lowest latency this table predicts for any architecture of its space: per group the cheapest
         depth of its cheapest choices (the table is additive, so groups are independent). Not always
         ``space.smallest()``'s: a table may price a shallow stage of large kernels below a deep one of small."""
+        return self._extreme_ms(lowest=True)
+
+    def highest_ms(self) -> float:
+        """The highest latency this table predicts for any architecture of its space (as :meth:`lowest_ms`)."""
+        return self._extreme_ms(lowest=False)
+
+    def _extreme_ms(self, lowest: bool) -> float:
         metric = self.metric_table()
-        cheapest = metric.blocks[..., 0].min(dim=2).values.cumsum(dim=1)  # [S, D]: first d slots at their cheapest
+        blocks = metric.blocks[..., 0]
+        if lowest:
+            per_slot = blocks.nan_to_num(float("inf")).min(dim=2).values
+        else:
+            per_slot = blocks.nan_to_num(float("-inf")).max(dim=2).values
+        prefix = per_slot.cumsum(dim=1)  # [S, D]: the first d slots at their extreme
         depths = self.space.layout().depths
-        return float(metric.base[0]) + sum(min(float(cheapest[s, d - 1]) if d else 0.0 for d in depths)
-                                           for s in range(cheapest.shape[0]))
+        pick = min if lowest else max
+        return float(metric.base[0]) + sum(pick(float(prefix[s, d - 1]) if d else 0.0 for d in depths)
+                                           for s in range(prefix.shape[0]))
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.batch_size, *input_shape(self.space.config))
@@ -855,7 +868,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="save the table even if the machine was busy while it was measured (see search.load); "
                             "without it such a table is left beside the target as *.busy.json")
     show = commands.add_parser("show", help="print a table's fingerprint, coverage and correction", description="Print a table's fingerprint, coverage and correction.")
-    show.add_argument("table")
+    show.add_argument("table", nargs="?", default=None,
+                      help="table file (default: this CPU's cached table of --space, default setting)")
+    show.add_argument("--space", default="mbv3", help="the space whose cached table to show, without TABLE")
     check = commands.add_parser("validate", help="time random subnets end to end and compare with the table", description="Time random subnets end to end and compare them with the table's predictions.")
     _setting_flags(check, table_decides=True)
     check.add_argument("--table", default=None, help="table file (default: this device's cached one)")
@@ -883,7 +898,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {table.path}")
         describe(table)
     elif args.command == "show":
-        describe(load_table(args.table))
+        describe(load_table(args.table) if args.table else
+                 table_for(get_space(args.space).config, torch.device("cpu"), build=False))
     elif args.command == "validate":
         device = parse_device(args.device)
         # A --table names its space; --space, when also given, must be that one (table_for refuses another).
@@ -920,8 +936,9 @@ def describe(table: LatencyTable) -> None:
     c = table.data["correction"]
     print(f"correction: {c['scale']:.4f} * sum of units + {c['offset_ms']:.3f} ms, fitted on {c.get('points', 0)} "
           f"subnets timed end to end")
-    print(f"predicted latency: smallest {table.predict(table.space.smallest()):.2f} ms, "
-          f"largest {table.predict(table.space.largest()):.2f} ms")
+    print(f"predicted latency: lowest of any subnet {table.lowest_ms():.2f} ms (smallest subnet "
+          f"{table.predict(table.space.smallest()):.2f} ms), largest {table.predict(table.space.largest()):.2f} ms: "
+          "budgets in between bind")
     load = table.data.get("load")
     if load:
         share = "n/a" if load["cpu_share"] is None else f"{100 * load['cpu_share']:.0f}%"

@@ -269,6 +269,11 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
         if lowest > scenario.latency_ms:
             raise UserError(f"scenario {scenario.name}: the budget is below the lowest latency the table predicts for "
                             f"any subnet ({lowest:.2f} ms on {scenario.device}): raise it")
+        highest = tables[scenario.device].highest_ms()
+        if scenario.latency_ms >= highest and group.is_main:
+            print(f"note: scenario {scenario.name}: every subnet meets the budget on this machine (the table predicts "
+                  f"{lowest:.2f} to {highest:.2f} ms on {scenario.device}), so it does not bind; a budget in that range "
+                  "trades accuracy for latency", file=sys.stderr)
     config = _with_table_setting(config, next(iter(tables.values())))
     counts = flops_params_table(space.config)
 

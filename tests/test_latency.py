@@ -246,7 +246,7 @@ def test_cli_build_show_validate_calibrate(tmp_path: Path) -> None:
                        "--calibration-subnets", "2", "--keep-busy", "--out", str(out))
     assert f"wrote {out}" in built.stdout and "146/146 units" in built.stdout
     shown = run_module("search.latency", "show", str(out))
-    assert "\"batch_size\": 4" in shown.stdout and "predicted latency: smallest" in shown.stdout
+    assert "\"batch_size\": 4" in shown.stdout and "predicted latency: lowest of any subnet" in shown.stdout
     assert "fitted on 2 subnets" in shown.stdout
     checked = run_module("search.latency", "validate", "--table", str(out), "--subnets", "5",
                          "--out", str(tmp_path / "v"))
@@ -295,3 +295,12 @@ def test_a_fit_that_would_predict_negative_latency_falls_back_to_a_scale(fast_ta
     c = data["correction"]
     assert c["offset_ms"] == 0.0 and c["scale"] > 0 and c["scale"] * low > 0
     assert c["scale"] == pytest.approx(statistics.median(p["measured_ms"] / x for p, x in zip(data["calibration"], sums)))
+
+
+def test_lowest_and_highest_bound_every_prediction(fast_table: Path) -> None:
+    table = load_table(fast_table)
+    space = table.space
+    predicted = table.predict_many([space.sample(random.Random(i)) for i in range(300)]).tolist()
+    low, high = table.lowest_ms(), table.highest_ms()
+    assert low <= min(predicted) and max(predicted) <= high
+    assert low <= table.predict(space.smallest()) and table.predict(space.largest()) <= high

@@ -116,9 +116,10 @@ def test_every_file_cli_refuses_an_existing_file_it_did_not_write(cli: str, tmp_
 def test_a_report_rewrites_its_own_report_of_the_same_results_only(tmp_path: Path, tiny_run: Path,
                                                                    fake_data: Path, fast_table: Path) -> None:
     out = tmp_path / "search"
-    run_module("search.evolve", "--latency-ms", "1000", "--checkpoint", str(tiny_run / "final.pt"), "--data",
-               str(fake_data), "--table", str(fast_table), "--evaluations", "2", "--algorithm", "random",
-               "--calibration-size", "32", "--verify", "1", "--out", str(out))
+    searched = run_module("search.evolve", "--latency-ms", "1000", "--checkpoint", str(tiny_run / "final.pt"),
+                          "--data", str(fake_data), "--table", str(fast_table), "--evaluations", "2", "--algorithm",
+                          "random", "--calibration-size", "32", "--verify", "1", "--out", str(out))
+    assert "note: scenario cpu:1000: every subnet meets the budget on this machine" in searched.stderr
     report = out / "report.md"
     run_module("search.report", str(out / "results.json"))
     run_module("search.report", str(out / "results.json"))  # its own report of these results: rewritten
