@@ -9,8 +9,8 @@ versioned JSON file keyed by a device fingerprint (CPU model and instruction set
 torch version, threads, dtype, batch size, runtime).
 
 The default setting is a batch of 4 images on one thread, eager PyTorch, float32, channels-last: one core
-serving small batches. On this project's machine the ``mbv3`` space spans about 8 ms (smallest subnet) to
-19 ms (largest) in it, so ``--latency-ms 10`` splits the space.
+serving small batches. How far the ``mbv3`` space spans in it depends on the machine (on this project's, 8 to
+19 ms in November and 3.8 to 9.1 ms on 2026-12-01): ``show`` prints the range, and budgets inside it bind.
 
 - ``show TABLE`` prints a table's fingerprint, coverage and correction.
 - ``validate`` times random subnets end to end and prints how far to trust the table (MAPE, share within
@@ -45,7 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from search.accuracy import agreement, fit_affine, format_row
-from search.load import MIN_CPU_SHARE, assess, check_on_use
+from search.load import MIN_CPU_SHARE, assess, busy_reason, check_on_use
 from search.plot import scatter_png
 from search.timing import (MAX_MS, MIN_MS, REPEATS, RUNTIMES, WARMUP, Timer, TimingSettings, plausible_ms,
                            prepare)
@@ -581,9 +581,9 @@ def table_for(config: Any, device: torch.device, *, batch_size: int | None = Non
     if path:
         table = load_table(path, device=device, space=config, allow_foreign=allow_foreign)
         check_setting(table, batch_size=batch_size, threads=threads, runtime=runtime)
-        stale = None if allow_foreign else check_on_use(table, device)
-        if stale:
-            print(f"warning: latency table {path} may be too slow: {stale}; rebuild it with `python -m "
+        load = table.data.get("load") or {}
+        if load.get("busy") and not load.get("kept"):  # a table set aside as busy, given by path
+            print(f"warning: latency table {path} may be too slow: {busy_reason(load)}; rebuild it with `python -m "
                   "search.latency build --overwrite` when the machine is quiet", file=sys.stderr)
         return table
     batch_size = check_batch_size(DEFAULT_BATCH_SIZE if batch_size is None else batch_size)

@@ -17,7 +17,7 @@ about 5. Three signs of that, each measured at rest and beside a CPU-heavy neigh
 A build that shows any sign (:func:`assess`) is not cached (:func:`search.latency.build_table`). A cached
 table is checked cheaply whenever it is used (:func:`check_on_use`): a few probe calls against the probe
 speed it recorded. A table whose probe now runs much faster, on a machine that is quiet now, was measured
-under load and is rebuilt.
+under load and is rebuilt. A table given by path is the user's choice: only its own verdict is checked.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ MAX_UNIT_SPREAD = 0.5
 MAX_OUT_OF_ORDER = 0.01  # share of the compared pairs
 SLOWER = 1.25  # "out of order": fewer FLOPs, yet this much slower
 MIN_REPEATS = 20  # unit spread and order mean something only for medians of this many calls or more (5 gave 2% out of order at rest)
-STALE_PROBE_RATIO = 1.5  # the machine's speed moves about 1.75x in phases: a check of a few calls needs margin
+STALE_PROBE_RATIO = 1.5  # a table from before load was assessed: its probe against the probe now
+QUIET_STALE_RATIO = 2.0  # a table whose build was assessed quiet: beyond the 1.75x this VM's speed moves in phases
 CHECK_CALLS = 60
 
 
@@ -68,27 +69,33 @@ def assess(timer: Timer, config: Any, entries: Mapping[str, Mapping[str, float]]
 
 
 def check_on_use(table: Any, device: torch.device) -> str | None:
-    """Why ``table`` (a :class:`search.latency.LatencyTable`) should be rebuilt, or None if it may be used.
+    """Why the cached ``table`` (a :class:`search.latency.LatencyTable`) should be rebuilt, or None.
 
-    Its build's own verdict first (a table saved although busy, with ``--keep-busy``, is the user's choice:
-    it is used as it is). Then a few calls of its reference probe now: if the machine is quiet now and the probe runs
-    :data:`STALE_PROBE_RATIO` times faster than the table recorded, the table was measured under load. A busy
-    machine now says nothing about the table (the probe pairing expresses measurements at the table's
-    speed); it gets one line saying measurements will be noisier. About 0.2 s on this project's machine.
+    Its build's own verdict first: a table saved although busy, with ``--keep-busy``, is the user's choice
+    and is used as it is. Then :data:`CHECK_CALLS` calls of its reference probe now: if the machine is quiet
+    now and the probe runs much faster than the table recorded, the table was measured under load. How much
+    faster depends on what the table knows: one whose build found the machine quiet (its CPU share was
+    measured over the whole build) must be :data:`QUIET_STALE_RATIO` times slower, more than this VM's speed
+    phases move (1.75x); one from before builds assessed their load, :data:`STALE_PROBE_RATIO` times. A busy
+    machine now says nothing about the table: the probe pairing expresses measurements at the table's speed.
+    About 0.2 s on this project's machine.
     """
-    load = table.data.get("load") or {}
-    if load.get("busy"):
-        return None if load.get("kept") else f"it was measured while the machine was busy ({'; '.join(load['reasons'])})"
+    load = table.data.get("load")
+    if load and load.get("busy"):
+        return None if load.get("kept") else busy_reason(load)
     if table.probe_ms is None:
         return None
     timer = table.timer(device)
     now = timer.probe_speed(calls=CHECK_CALLS)
     share = timer.cpu_share
     if share is not None and share < MIN_CPU_SHARE:
-        print(f"note: this machine is busy now (the timing thread held a core {100 * share:.0f}% of the time): "
-              "latencies measured in this run will be noisier than the table's", file=sys.stderr)
         return None
-    if table.probe_ms > STALE_PROBE_RATIO * now:
+    if table.probe_ms > (QUIET_STALE_RATIO if load else STALE_PROBE_RATIO) * now:
         return (f"its reference probe took {table.probe_ms:.2f} ms when it was measured and takes {now:.2f} ms "
                 "now, so it was measured while the machine was busy")
     return None
+
+
+def busy_reason(load: Mapping[str, Any]) -> str:
+    """The reason a table whose ``load`` record says busy is not trusted."""
+    return f"it was measured while the machine was busy ({'; '.join(load['reasons'])})"
