@@ -50,6 +50,7 @@ def test_every_flag_has_a_description_and_its_default(module: str, monkeypatch: 
                 assert "default" in text, f"{flag} does not say its default"
 
 
+@pytest.mark.slow
 def test_misspelt_and_abbreviated_flags_are_named_with_the_closest() -> None:
     misspelt = run_module("search.evolve", "--latncy-ms", "10", check=False)
     assert misspelt.returncode == 2

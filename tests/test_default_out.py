@@ -46,6 +46,7 @@ def test_other_settings_add_a_hash_and_each_command_its_own_base() -> None:
     assert dnas_args(["--latency-ms", "3", "--epochs", "2"])[0].out.startswith("runs/dnas/nb201-cpu-beta-darts-cpu-3ms-seed0-")
 
 
+@pytest.mark.slow
 def test_a_second_budget_or_seed_just_works(tmp_path: Path, tiny_run: Path, fake_data: Path, fast_table: Path) -> None:
     """The issue's trap: a new budget with the default --out used to meet "journal belongs to a different
     search". Now each run has its own default folder, the same command resumes its own, and an explicit

@@ -79,6 +79,7 @@ def checkpoint(out: Path) -> dict:
     return torch.load(out / "last.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_the_sum_of_their_shards_and_only_rank_0_writes(tmp_path: Path,
                                                                               fake_data: Path) -> None:
     data = ["--data", str(fake_data), *ARGS]
@@ -106,6 +107,7 @@ def test_two_processes_train_as_the_sum_of_their_shards_and_only_rank_0_writes(t
 
 
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
+@pytest.mark.slow
 def test_a_checkpoint_resumes_under_another_world_size(tmp_path: Path, fake_data: Path, first: int,
                                                        then: int) -> None:
     out = tmp_path / "run"
@@ -123,6 +125,7 @@ def test_a_checkpoint_resumes_under_another_world_size(tmp_path: Path, fake_data
     (["--batch-size", "63"], "--batch-size 63 is the global batch and must be divisible by the 2 processes"),
     (["--subset", "129"], "the last batch of each epoch has 1 image(s), fewer than the 2 processes"),
 ], ids=["batch-size", "last-batch"])
+@pytest.mark.slow
 def test_a_batch_the_processes_cannot_share_is_one_line_from_each(tmp_path: Path, fake_data: Path, args: list,
                                                                   message: str) -> None:
     result = train(2, tmp_path / "bad", "--data", str(fake_data), *ARGS, *args, check=False)

@@ -7,6 +7,8 @@ same metrics, and the same winners, with each rank doing part of the work and ra
 import json
 from pathlib import Path
 
+import pytest
+
 from search.latency import load_table
 from search.problem import Bound, Journal, Problem
 from search.space import CategoricalSpace
@@ -53,6 +55,7 @@ def evolve(nproc: int, out: Path, args: list[str]):
     return result, json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_evaluations_and_find_what_one_finds(tmp_path: Path, tiny_run: Path,
                                                                     fake_data: Path, fast_table: Path) -> None:
     table = load_table(fast_table)

@@ -136,6 +136,7 @@ def cifar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_cifar
+@pytest.mark.slow
 def test_latency_term_drives_expected_latency_to_the_budget(cifar: Path, nb201_table: Path, tmp_path: Path) -> None:
     """Under a tight budget and a heavy latency weight the architecture's expected latency falls to it."""
     torch.set_num_threads(1)
@@ -154,6 +155,7 @@ def test_latency_term_drives_expected_latency_to_the_budget(cifar: Path, nb201_t
 
 
 @needs_cifar
+@pytest.mark.slow
 def test_command_end_to_end_resumes_and_feeds_export_and_retrain(cifar: Path, nb201_table: Path,
                                                                  tmp_path: Path) -> None:
     table = load_table(nb201_table)
@@ -194,6 +196,7 @@ def test_command_end_to_end_resumes_and_feeds_export_and_retrain(cifar: Path, nb
     (["--tau-min", "5", "--tau-max", "1"], "--tau-min 5 is above --tau-max 1"),
     (["--batch-size", "64"], "--batch-size 64 is more than the"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line(flags: list[str], message: str, cifar: Path, nb201_table: Path, tmp_path: Path) -> None:
     base = {"--latency-ms": "100", "--data": str(cifar), "--table": str(nb201_table), "--val-size": "32",
             "--out": str(tmp_path / "run")}

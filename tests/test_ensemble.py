@@ -146,6 +146,7 @@ def search_results(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fak
     return out / "results.json"
 
 
+@pytest.mark.slow
 def test_cli_picks_an_ensemble_from_the_front_and_exports_it(tmp_path: Path, search_results: Path, tiny_run: Path,
                                                              fake_data: Path) -> None:
     results = json.loads(search_results.read_text())

@@ -49,6 +49,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".onnx"])
+@pytest.mark.slow
 def test_export_runs_without_the_project_and_matches_eager(tmp_path: Path, exports: dict[str, Path],
                                                            suffix: str) -> None:
     if suffix == ".onnx":
@@ -96,6 +97,7 @@ def test_onnx_without_its_packages_is_a_one_line_user_error(monkeypatch: pytest.
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_exports_both_formats_with_measured_latency(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                         fast_table: Path) -> None:
     pytest.importorskip("onnxscript")
@@ -123,6 +125,7 @@ def test_cli_exports_both_formats_with_measured_latency(tmp_path: Path, tiny_run
         torch.testing.assert_close(logits_without_the_project(path, x, tmp_path), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_exports_a_subnet_checkpoint_with_its_own_metrics_and_latency(tmp_path: Path) -> None:
     subnet = seeded_subnet()
     latency = {"median_ms": 6.25, "spread_ms": 0.5, "device": "cpu",
@@ -149,6 +152,7 @@ def test_cli_exports_a_subnet_checkpoint_with_its_own_metrics_and_latency(tmp_pa
     (["--arch", "ARCH", "--scenario", "cpu:5"], "--scenario applies to --results only"),
     (["--arch", "ARCH", "--format", "onnx"], "pip install 'oneshot-nas[onnx]'"),
 ])
+@pytest.mark.slow
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, args: list[str], message: str) -> None:
     shadow = tmp_path / "shadow" / "onnxscript"  # an onnxscript that cannot be imported, as if not installed
     shadow.mkdir(parents=True)

@@ -70,6 +70,7 @@ def test_strings_round_trip_and_name_one_network(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SPACES)
+@pytest.mark.slow
 def test_extracted_subnet_equals_supernet_and_scripts(name: str) -> None:
     torch.manual_seed(0)
     space = family.get_space(name)

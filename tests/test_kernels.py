@@ -85,6 +85,7 @@ def test_extension_was_built() -> None:
     assert kernel_backend() == "cpp"
 
 
+@pytest.mark.slow
 def test_package_works_without_the_extension() -> None:
     """With supernet._C unimportable (no compiler, failed build), the references take over, saying so."""
     import subprocess
@@ -100,6 +101,7 @@ def test_package_works_without_the_extension() -> None:
 
 
 @pytest.mark.parametrize("blocked", [False, True])
+@pytest.mark.slow
 def test_supernet_says_once_which_path_it_runs(blocked: bool) -> None:
     """One stderr line per process, naming the C++ kernels or the reference; both paths give the same logits."""
     import subprocess

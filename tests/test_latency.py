@@ -240,6 +240,7 @@ def test_validation_resumes_and_calibration_refits(tmp_path: Path, fast_table: P
     assert calibrate(load_table(fresh), read_measurements(few, space))["correction_after"]["source"] == "build+calibrate"
 
 
+@pytest.mark.slow
 def test_cli_build_show_validate_calibrate(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
     built = run_module("search.latency", "build", "--device", "cpu", "--warmup", "0", "--repeats", "1",

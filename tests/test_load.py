@@ -64,6 +64,7 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_a_build_in_a_busy_phase_is_set_aside_and_one_at_rest_is_saved(tmp_path: Path, machine) -> None:
     path = tmp_path / "cpu.json"
     machine["busy"] = True
@@ -87,6 +88,7 @@ def test_a_build_in_a_busy_phase_is_set_aside_and_one_at_rest_is_saved(tmp_path:
     assert check_on_use(load_table(path), CPU) is None
 
 
+@pytest.mark.slow
 def test_search_uses_a_busy_table_once_and_measures_again_next_time(tmp_path: Path, machine,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,6 +106,7 @@ def test_search_uses_a_busy_table_once_and_measures_again_next_time(tmp_path: Pa
     assert builds == [1, 1]  # quiet and cached: used
 
 
+@pytest.mark.slow
 def test_a_cached_table_measured_under_load_is_rebuilt_on_use(tmp_path: Path, fast_table: Path, machine,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,6 +175,7 @@ def test_units_out_of_order_and_spread_count_only_for_real_medians(fast_table: P
     assert "varied by 100%" in assess(timer, CONFIG, noisy, TimingSettings())["reasons"][0]
 
 
+@pytest.mark.slow
 def test_show_says_how_busy_the_machine_was(fast_table: Path) -> None:
     out = run_module("search.latency", "show", str(fast_table)).stdout
     assert re.search(r"machine while measuring: (quiet|BUSY) \(timing thread on a core \d+%\)", out), out

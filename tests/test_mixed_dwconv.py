@@ -50,6 +50,7 @@ def test_values_and_gradients_match_reference(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n, s in SAMPLES.items() if s[0].dtype == torch.float64 and len(s[0])])
+@pytest.mark.slow
 def test_gradcheck(name: str) -> None:
     x, weights, alpha, stride = SAMPLES[name]
     k = len(weights)

@@ -22,6 +22,7 @@ def randomise_batch_norm(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 @pytest.mark.parametrize("name", [name for name in list_spaces() if get_space(name).config.family == "mbv3"])
+@pytest.mark.slow
 def test_extracted_subnet_equals_supernet_for_20_random_architectures(name: str) -> None:
     torch.manual_seed(0)
     space = get_space(name)

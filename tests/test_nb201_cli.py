@@ -69,6 +69,7 @@ def retrained(run: dict[str, Any]) -> dict[str, Path]:
     return outs
 
 
+@pytest.mark.slow
 def test_train_and_latency_table(run: dict[str, Any]) -> None:
     supernet, meta = load_supernet(run["checkpoint"])
     space = supernet.space
@@ -89,6 +90,7 @@ def test_train_and_latency_table(run: dict[str, Any]) -> None:
         latency_cli(["validate", "--table", str(run["table"]), "--space", "mbv3", "--out", str(run["root"] / "v2")])
 
 
+@pytest.mark.slow
 def test_evolution_and_bo_find_cells_under_the_budget(run: dict[str, Any]) -> None:
     space, budget = run["space"], run["budget"]
     results = json.loads(run["results"].read_text())
@@ -119,6 +121,7 @@ def trained_names(model: torch.nn.Module, inherited: torch.nn.Module) -> set[str
     return {k for k, v in model.named_parameters() if not torch.equal(v, start[k])}
 
 
+@pytest.mark.slow
 def test_retrain_every_mode_trains_what_it_names(run: dict[str, Any], retrained: dict[str, Path]) -> None:
     space = run["space"]
     winner = json.loads(run["results"].read_text())["winners"][f"cpu:{run['budget']:g}"]
@@ -150,6 +153,7 @@ def test_retrain_every_mode_trains_what_it_names(run: dict[str, Any], retrained:
                      "--out", str(run["root"] / "refused")])
 
 
+@pytest.mark.slow
 def test_ensemble_and_exports_run_without_the_project(run: dict[str, Any], retrained: dict[str, Path],
                                                       tmp_path: Path) -> None:
     space = run["space"]
@@ -191,6 +195,7 @@ def test_ensemble_and_exports_run_without_the_project(run: dict[str, Any], retra
                                    torch.stack([s(x) for s in subnets]).mean(0), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_report_shows_cells_with_pipes_intact(run: dict[str, Any], retrained: dict[str, Path]) -> None:
     results = json.loads(run["results"].read_text())
     out = run["results"].parent

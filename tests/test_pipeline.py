@@ -11,6 +11,7 @@ from supernet.checkpoint import load_supernet
 from tests.conftest import logits_without_the_project, run_module
 
 
+@pytest.mark.slow
 def test_train_cli_writes_checkpoints_and_resumes_bit_identically(tmp_path: Path, fake_data: Path) -> None:
     common = ["supernet.train", "--data", str(fake_data), "--epochs", "2", "--batch-size", "64",
               "--val-size", "64", "--calib-size", "32", "--warmup-steps", "1", "--checkpoint-every", "100"]
@@ -30,6 +31,7 @@ def test_train_cli_writes_checkpoints_and_resumes_bit_identically(tmp_path: Path
     assert config["train_config"]["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                           fast_table: Path) -> None:
     table = load_table(fast_table)
@@ -97,6 +99,7 @@ def test_evolve_then_export_then_load_without_the_project(tmp_path: Path, tiny_r
     (["search.evolve", "--latency-ms", "0.01", "--checkpoint", "CKPT", "--table", "TABLE"],
      "the budget is below the lowest latency the table predicts for any subnet"),
 ])
+@pytest.mark.slow
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, fast_table: Path, args: list,
                                             message: str) -> None:
     corrupt = tmp_path / "corrupt.pt"
@@ -116,6 +119,7 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, fast
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bo_serves_several_scenarios_and_a_rerun_resumes(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                          fast_table: Path) -> None:
     table = load_table(fast_table)

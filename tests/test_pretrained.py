@@ -21,6 +21,7 @@ def test_shipped_checkpoint_is_small_and_records_its_command() -> None:
 
 
 @pytest.mark.skipif(not Path(DEFAULT_DATA).exists(), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.slow
 def test_shipped_supernet_accuracy_on_the_test_split() -> None:
     supernet, meta = load_supernet(PRETRAINED)
     splits = load_splits(val_size=meta["train_config"]["val_size"])

@@ -73,6 +73,7 @@ def test_uniform_draws_are_distinct_networks_from_one_stream() -> None:
 
 
 @needs_published
+@pytest.mark.slow
 def test_quantile_pick_spreads_over_the_published_range() -> None:
     space = get_space("nb201-cpu")
     published = ranking.published_by_function(space)
@@ -86,6 +87,7 @@ def test_quantile_pick_spreads_over_the_published_range() -> None:
 
 
 @needs_cifar
+@pytest.mark.slow
 def test_nb201_trained_ranking_end_to_end_resumes_and_extends(nb201_run: tuple[Path, Path], tmp_path: Path) -> None:
     checkpoint, data = nb201_run
     out = tmp_path / "rank"
@@ -117,6 +119,7 @@ def test_nb201_trained_ranking_end_to_end_resumes_and_extends(nb201_run: tuple[P
 
 @needs_cifar
 @needs_published
+@pytest.mark.slow
 def test_nb201_against_published_figures(nb201_run: tuple[Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint, _ = nb201_run
@@ -132,6 +135,7 @@ def test_nb201_against_published_figures(nb201_run: tuple[Path, Path], tmp_path:
     assert "inherited vs published" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_mbv3_runs_as_before_and_refuses_published(tiny_run: Path, fake_data: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint = str(tiny_run / "final.pt")

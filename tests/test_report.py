@@ -12,6 +12,7 @@ from supernet.errors import UserError
 from tests.conftest import check_markdown, run_module
 
 
+@pytest.mark.slow
 def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                           fast_table: Path) -> None:
     table = load_table(fast_table)
@@ -49,6 +50,7 @@ def test_report_gathers_front_winners_latency_and_retrain(tmp_path: Path, tiny_r
     check_markdown(report, out)
 
 
+@pytest.mark.slow
 def test_report_refuses_a_file_that_is_not_search_results(tmp_path: Path) -> None:
     bogus = tmp_path / "results.json"
     bogus.write_text(json.dumps({"winners": {}}))

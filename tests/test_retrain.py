@@ -39,6 +39,7 @@ def _args(tiny_run: Path, fake_data: Path, fast_table: Path, out: Path, *extra: 
             "--checkpoint-every", "3", "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_retrain_reports_test_metrics_and_sizes_that_thop_agrees_with(tmp_path: Path, tiny_run: Path,
                                                                       fake_data: Path, fast_table: Path) -> None:
     out = tmp_path / "finetune"
@@ -72,6 +73,7 @@ def test_retrain_reports_test_metrics_and_sizes_that_thop_agrees_with(tmp_path: 
 
 @pytest.mark.parametrize("mode, trained", [("head", ("head", "classifier")),
                                            ("last-stages", ("stages.3", "head", "classifier"))])
+@pytest.mark.slow
 def test_partial_modes_leave_the_rest_exactly_as_inherited(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                            fast_table: Path, mode: str, trained: tuple) -> None:
     run_module(*_args(tiny_run, fake_data, fast_table, tmp_path, "--arch", ARCH, "--mode", mode, "--epochs", "1"))
@@ -91,6 +93,7 @@ def test_partial_modes_leave_the_rest_exactly_as_inherited(tmp_path: Path, tiny_
     assert all(change > 1e-3 for change in moved.values()), moved
 
 
+@pytest.mark.slow
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                               fast_table: Path) -> None:
     common = ["--arch", ARCH, "--mode", "scratch"]
@@ -113,6 +116,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path: Path, ti
     (["--resume"], "does not exist, so there is no interrupted run"),
     (["--subnet-typo"], "unrecognized argument --subnet-typo"),
 ])
+@pytest.mark.slow
 def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, tiny_run: Path, fake_data: Path, fast_table: Path,
                                             extra: list, message: str) -> None:
     result = run_module(*_args(tiny_run, fake_data, fast_table, tmp_path, *extra), check=False)

@@ -50,6 +50,7 @@ def test_algorithms_respect_bounds_never_repeat_and_are_seeded(name: str) -> Non
 
 
 @pytest.mark.parametrize("name", ["evolution", "bo"])
+@pytest.mark.slow
 def test_guided_search_beats_random_on_average(name: str) -> None:
     def mean_best(algorithm) -> float:  # over 10 seeds: on 5, random's luck beat batched evolution's
         return float(np.mean([max(r.metrics["score"] for r in algorithm(problem(), seed)) for seed in range(10)]))

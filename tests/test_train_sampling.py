@@ -59,6 +59,7 @@ def test_a_path_step_accumulates_the_mean_gradient_of_its_subnets(rule: str) -> 
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_fair_training_runs_and_records_its_rule(tmp_path: Path, fake_data: Path) -> None:
     torch.set_num_threads(1)
     config = TrainConfig(data=str(fake_data), out=str(tmp_path), epochs=1, batch_size=128, val_size=64,

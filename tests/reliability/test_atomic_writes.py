@@ -61,6 +61,7 @@ def assert_refused_cleanly(result: subprocess.CompletedProcess[str], target: Pat
     assert not [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, tiny_run: Path,
                                                                fake_data: Path) -> None:
     out = tmp_path / "run"
@@ -72,6 +73,7 @@ def test_training_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, t
     assert json.loads((out / "config.json").read_text())["train_config"]["epochs"] == 1  # a small file still fits
 
 
+@pytest.mark.slow
 def test_a_table_write_on_a_full_disk_keeps_the_previous_table(tmp_path: Path, fast_table: Path) -> None:
     space = get_space("mbv3")
     measurements = tmp_path / "measured.json"
@@ -84,6 +86,7 @@ def test_a_table_write_on_a_full_disk_keeps_the_previous_table(tmp_path: Path, f
     assert_refused_cleanly(result, out, previous)
 
 
+@pytest.mark.slow
 def test_an_export_on_a_full_disk_keeps_the_previous_export(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                             fast_table: Path) -> None:
     space = get_space("mbv3")
@@ -178,6 +181,7 @@ WRITERS: dict[str, Callable[[Path, Path], Any]] = {  # the file each writer writ
 
 
 @pytest.mark.parametrize("name", WRITERS)
+@pytest.mark.slow
 def test_a_write_that_runs_out_of_space_keeps_the_previous_file(name: str, tmp_path: Path, tiny_run: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / name

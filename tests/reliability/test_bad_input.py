@@ -149,6 +149,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fake_dat
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[f"{i:02d}-{a[0]}" for i, (a, _) in enumerate(CASES)])
+@pytest.mark.slow
 def test_bad_input_gets_one_line_and_exit_2(bad_files: dict[str, str], tmp_path: Path, args: list[str],
                                             message: str) -> None:
     args = [str(tmp_path / "out") if a == "OUT" else bad_files.get(a, a) for a in args]
@@ -228,6 +229,7 @@ def near_miss_dicts(draw: st.DrawFn) -> Any:
 @given(st.one_of(st.text(), near_miss_strings()))
 @example("k" + "9" * 5000 + "e3|k3e3-k3e3|k3e3-k3e3|k3e3-k3e3")  # more digits than int() converts
 @example('{"stage1.depth": ' + "[" * 100_000)  # deeper than the JSON decoder's recursion limit
+@pytest.mark.slow
 def test_fuzz_architecture_strings(text: str) -> None:
     _parses_or_refuses(text)
 
@@ -235,6 +237,7 @@ def test_fuzz_architecture_strings(text: str) -> None:
 @settings(max_examples=1000, deadline=None)
 @given(st.one_of(json_values, near_miss_dicts()), st.booleans())
 @example(5, False)  # a number where a measurements or results file should hold an architecture
+@pytest.mark.slow
 def test_fuzz_architecture_json(value: Any, as_text: bool) -> None:
     """JSON values as ``--arch`` text and as already-decoded values (results files, measurements, checkpoints)."""
     _parses_or_refuses(json.dumps(value) if as_text else value)
@@ -324,6 +327,7 @@ def _loads_or_refuses(path: Path, **checks: Any) -> None:
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
+@pytest.mark.slow
 def test_fuzz_table_loader(table_data: dict[str, Any], scratch: Path, data: st.DataObject) -> None:
     scratch.write_bytes(data.draw(damaged_tables(table_data)))
     _loads_or_refuses(scratch)

@@ -184,6 +184,7 @@ def test_resuming_a_retraining_from_a_damaged_or_non_finite_state_is_refused(tmp
     lambda ckpt, data, out: ["search.evolve", "--latency-ms", "10", "--checkpoint", ckpt, "--data", data,
                              "--out", out],
 ], ids=["export", "evolve"])
+@pytest.mark.slow
 def test_clis_refuse_a_flipped_checkpoint_in_one_line(flipped: Path, fake_data: Path, tmp_path: Path,
                                                       command: Callable[[str, str, str], list[str]]) -> None:
     out = tmp_path / "out"

@@ -276,6 +276,7 @@ def _case_folder(root: Path, files: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.slow
 def test_the_arguments_fuzzing_starts_from_work(command: str, files: dict[str, str], tmp_path: Path) -> None:
     """Each command's unedited arguments exit 0: edits are then one to three steps from a working call."""
     values = _case_folder(tmp_path, files)
@@ -285,6 +286,7 @@ def test_the_arguments_fuzzing_starts_from_work(command: str, files: dict[str, s
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.slow
 def test_every_cli_answers_generated_arguments_in_one_line(command: str, files: dict[str, str],
                                                            tmp_path: Path) -> None:
     tally: collections.Counter[str] = collections.Counter()

@@ -69,6 +69,7 @@ def test_checkpoint_loaders_refuse_crafted_files(crafted: dict[str, Path], marke
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_clis_refuse_crafted_checkpoints_with_exit_2(tmp_path: Path, crafted: dict[str, Path], marker: Path,
                                                      fake_data: Path) -> None:
     resume = tmp_path / "resume"

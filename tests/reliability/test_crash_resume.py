@@ -72,6 +72,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
+@pytest.mark.slow
 def test_training_killed_twice_resumes_bit_identically(tmp_path: Path, fake_data: Path, rng: random.Random) -> None:
     args = ["supernet.train", "--data", str(fake_data), "--epochs", "3", "--batch-size", "64", "--val-size", "64",
             "--calib-size", "32", "--warmup-steps", "1", "--checkpoint-every", "1"]
@@ -96,6 +97,7 @@ def test_training_killed_twice_resumes_bit_identically(tmp_path: Path, fake_data
     assert leftovers(out) == []
 
 
+@pytest.mark.slow
 def test_search_killed_then_rerun_finds_what_an_uninterrupted_search_finds(tmp_path: Path, tiny_run: Path,
                                                                           fake_data: Path, fast_table: Path,
                                                                           rng: random.Random) -> None:
@@ -123,6 +125,7 @@ def test_search_killed_then_rerun_finds_what_an_uninterrupted_search_finds(tmp_p
     assert leftovers(out) == []
 
 
+@pytest.mark.slow
 def test_table_build_killed_then_rerun_keeps_what_it_measured(tmp_path: Path, rng: random.Random) -> None:
     path = tmp_path / "cpu.json"
     args = ["search.latency", "build", "--warmup", "0", "--repeats", "3", "--calibration-subnets", "3",

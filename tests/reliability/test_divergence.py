@@ -99,6 +99,7 @@ def test_training_whose_weights_overflow_on_a_finite_loss_writes_no_checkpoint(t
     assert "\n" not in str(err.value) and not (tmp_path / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_one_bad_step_in_training_is_skipped_and_training_finishes(tmp_path: Path, fake_data: Path,
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture) -> None:
@@ -125,6 +126,7 @@ def test_one_bad_step_in_training_is_skipped_and_training_finishes(tmp_path: Pat
     assert all(t.isfinite().all() for t in state["state_dict"].values() if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_training_that_keeps_diverging_stops_with_the_last_good_checkpoint(tmp_path: Path, fake_data: Path) -> None:
     """lr 1e30 blows the weights up after one step: every later loss is NaN. With a limit of 3 the run stops at
     step 4 (exit 3, one error line) and last.pt is bit-identical to a run stopped after its one good step."""
@@ -147,6 +149,7 @@ def test_training_that_keeps_diverging_stops_with_the_last_good_checkpoint(tmp_p
         assert torch.equal(diverged["state_dict"][key], value), key
 
 
+@pytest.mark.slow
 def test_retraining_that_keeps_diverging_stops_with_exit_3(tmp_path: Path, tiny_run: Path, fake_data: Path) -> None:
     result = run_module("search.retrain", "--arch", "k3e3-k3e3|k3e3-k3e3|k3e3-k3e3|k3e3-k3e3", "--mode", "scratch",
                         "--checkpoint", str(tiny_run / "final.pt"), "--data", str(fake_data), "--epochs", "1",

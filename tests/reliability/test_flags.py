@@ -207,6 +207,7 @@ SUBPROCESS_CASES = [
 
 
 @pytest.mark.parametrize("args, flag", SUBPROCESS_CASES, ids=[" ".join(a)[:50] for a, _ in SUBPROCESS_CASES])
+@pytest.mark.slow
 def test_bad_numbers_end_in_one_line_through_the_real_command(tmp_path: Path, args: list[str], flag: str) -> None:
     result = run_module(*args, "--out", str(tmp_path / "out"), cwd=tmp_path, check=False,
                         env={"ONESHOT_CACHE": str(tmp_path / "cache")})

@@ -48,6 +48,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 # ---- 1. a rerun over an existing run or file ---------------------------------------------------------
+@pytest.mark.slow
 def test_a_training_rerun_without_resume_is_refused_and_overwrite_starts_over(tmp_path: Path, tiny_run: Path,
                                                                               fake_data: Path) -> None:
     out = tmp_path / "run"
@@ -72,6 +73,7 @@ def make_file(path: Path, text: str = "someone else's file\n") -> bytes:
 
 
 @pytest.mark.parametrize("cli", ["retrain", "evolve", "ensemble", "validate"])
+@pytest.mark.slow
 def test_every_folder_cli_refuses_an_out_holding_another_run(cli: str, tmp_path: Path, tiny_run: Path,
                                                              fake_data: Path, fast_table: Path) -> None:
     out = tmp_path / "out"
@@ -96,6 +98,7 @@ def test_every_folder_cli_refuses_an_out_holding_another_run(cli: str, tmp_path:
 
 
 @pytest.mark.parametrize("cli", ["export", "report", "build", "calibrate"])
+@pytest.mark.slow
 def test_every_file_cli_refuses_an_existing_file_it_did_not_write(cli: str, tmp_path: Path, tiny_run: Path,
                                                                   fake_data: Path, fast_table: Path) -> None:
     arch = get_space("mbv3").to_string(get_space("mbv3").smallest())
@@ -113,6 +116,7 @@ def test_every_file_cli_refuses_an_existing_file_it_did_not_write(cli: str, tmp_
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.file"]
 
 
+@pytest.mark.slow
 def test_a_report_rewrites_its_own_report_of_the_same_results_only(tmp_path: Path, tiny_run: Path,
                                                                    fake_data: Path, fast_table: Path) -> None:
     out = tmp_path / "search"
@@ -159,6 +163,7 @@ def test_a_second_process_is_refused_naming_the_pid_and_a_killed_holder_does_not
 
 
 @pytest.mark.parametrize("cli", ["train", "evolve", "export"])
+@pytest.mark.slow
 def test_a_command_on_an_output_another_process_holds_is_refused(cli: str, tmp_path: Path, tiny_run: Path,
                                                                  fake_data: Path, fast_table: Path) -> None:
     out = tmp_path / ("subnet.pt" if cli == "export" else "out")
@@ -180,6 +185,7 @@ def test_a_command_on_an_output_another_process_holds_is_refused(cli: str, tmp_p
     assert not lock_path(out, folder=cli != "export").exists()
 
 
+@pytest.mark.slow
 def test_under_torchrun_only_rank_0_claims_and_every_rank_refuses(tmp_path: Path, fake_data: Path) -> None:
     out = tmp_path / "out"
     with claim_folder(out, what="test", run_files=()):
@@ -190,6 +196,7 @@ def test_under_torchrun_only_rank_0_claims_and_every_rank_refuses(tmp_path: Path
 
 
 # ---- 3. a latency-table build over an existing table -------------------------------------------------
+@pytest.mark.slow
 def test_a_killed_table_build_leaves_the_complete_table_and_resumes_beside_it(tmp_path: Path, fast_table: Path,
                                                                               rng: random.Random) -> None:
     target = tmp_path / "cpu.json"
@@ -233,6 +240,7 @@ def test_the_atomic_writer_never_replaces_a_fifo(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cli", ["train", "export", "report", "build"])
+@pytest.mark.slow
 def test_a_fifo_as_out_is_refused_in_one_line(cli: str, tmp_path: Path, tiny_run: Path, fake_data: Path,
                                               fast_table: Path) -> None:
     fifo = tmp_path / "fifo"

@@ -108,6 +108,7 @@ def test_measurements_of_zero_or_huge_are_refused(tmp_path: Path, fast_table: Pa
 
 
 # ---- point 5: calibrate writes nothing the loader would refuse ------------------------------------------
+@pytest.mark.slow
 def test_calibrate_refuses_a_wild_correction_before_writing(tmp_path: Path, fast_table: Path) -> None:
     copy = tmp_path / "table.json"
     copy.write_text(fast_table.read_text())
@@ -132,6 +133,7 @@ def test_calibrate_refuses_a_wild_correction_before_writing(tmp_path: Path, fast
 
 
 # ---- point 9: --table decides the latency setting ----------------------------------------------------------
+@pytest.mark.slow
 def test_a_flag_that_conflicts_with_the_table_is_one_line(fast_table: Path) -> None:
     config = SPACE.config
     assert table_for(config, CPU, path=fast_table).batch_size == 4
@@ -148,6 +150,7 @@ def test_a_flag_that_conflicts_with_the_table_is_one_line(fast_table: Path) -> N
     assert "--batch-size 8 conflicts with latency table" in bad.stderr
 
 
+@pytest.mark.slow
 def test_results_record_the_setting_of_the_table_used(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                       table_data: dict[str, Any]) -> None:
     data = _copy(table_data)  # the same medians, as if measured with a batch of 2 on 2 threads
@@ -274,6 +277,7 @@ def test_a_validation_of_the_wrong_shape_is_one_line_even_with_its_checksum(
         _one_line(err)
 
 
+@pytest.mark.slow
 def test_a_validation_edited_by_hand_is_refused(validated: tuple[LatencyTable, dict[str, Any]], tmp_path: Path,
                                                 fast_table: Path) -> None:
     table, written = validated

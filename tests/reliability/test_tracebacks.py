@@ -70,6 +70,7 @@ def consume(path: Path, tmp: Path, supernet: Any, checkpoint: str) -> None:
     ensemble_cli.front_of(results, f"latency_ms@{config.device}", supernet.space, str(path))
 
 
+@pytest.mark.slow
 def test_every_wrong_shape_of_results_is_refused_in_one_line_or_read(
         tmp_path: Path, search_results: dict[str, Any], tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every key dropped, every value of every other JSON kind: read_results refuses it naming the file and the
@@ -99,6 +100,7 @@ def test_every_wrong_shape_of_results_is_refused_in_one_line_or_read(
     ("search.export", lambda r: r.update(config={"calibration_size": "all"}), "config.calibration_size"),
     ("search.ensemble", lambda r: r["history"][0].update(arch_string=None), "history[0].arch_string"),
 ])
+@pytest.mark.slow
 def test_clis_refuse_a_wrong_shape_of_results_in_one_line(tmp_path: Path, search_results: dict[str, Any],
                                                           cli: str, edit: Any, field: str) -> None:
     results = json.loads(json.dumps(search_results))
@@ -136,6 +138,7 @@ def write_last(folder: Path, payload: Any) -> None:
     torch.save(payload, folder / "last.pt")
 
 
+@pytest.mark.slow
 def test_supernet_resume_refuses_what_is_not_an_interrupted_training(tmp_path: Path, tiny_run: Path) -> None:
     from supernet.train import TrainConfig, train
 
@@ -168,6 +171,7 @@ def retrain_last(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, fake_
     return out / "last.pt"
 
 
+@pytest.mark.slow
 def test_retrain_resume_refuses_what_is_not_an_interrupted_retraining(tmp_path: Path, tiny_run: Path,
                                                                       retrain_last: Path) -> None:
     from search.retrain import RetrainConfig, retrain
@@ -241,6 +245,7 @@ def test_image_folders_the_model_cannot_take_are_one_line(tmp_path: Path, build:
     assert len(str(caught.value).splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_trained_model_is_not_scored_on_a_dataset_of_other_classes(tmp_path: Path) -> None:
     """The shipped 10-class supernet given a 2-class folder: one line naming both, before any table is built;
     a model trained on 2 classes (its checkpoint records them) is scored on them."""
@@ -256,6 +261,7 @@ def test_a_trained_model_is_not_scored_on_a_dataset_of_other_classes(tmp_path: P
         load_splits(data, val_size=1, num_classes=10, trained=(3, "checkpoint three.pt"))
 
 
+@pytest.mark.slow
 def test_a_validation_split_too_large_for_the_data_names_the_flag(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "data", classes=2)  # 6 training images
     result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "run"),
@@ -263,6 +269,7 @@ def test_a_validation_split_too_large_for_the_data_names_the_flag(tmp_path: Path
     one_line_error(result, str(data), "has 6 training images", "lower --val-size to at most 5")
 
 
+@pytest.mark.slow
 def test_training_on_eleven_classes_is_refused_in_one_line(tmp_path: Path) -> None:
     data = image_folder(tmp_path / "data", classes=11)
     result = run_module("supernet.train", "--data", str(data), "--epochs", "1", "--val-size", "2",
@@ -300,6 +307,7 @@ def test_any_legal_file_name_is_written_and_a_killed_writers_temporary_removed(t
 HUGE = "1" * 5000  # int("1" * 5000) raises ValueError: Python limits int-string conversion to 4,300 digits
 
 
+@pytest.mark.slow
 def test_json_integers_of_thousands_of_digits_are_one_line(tmp_path: Path) -> None:
     from supernet.io import read_json
     from supernet.space import get_space
@@ -372,6 +380,7 @@ def test_an_out_that_names_a_folder_is_refused_before_any_work(tmp_path: Path, o
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
 
 
+@pytest.mark.slow
 def test_export_both_formats_to_dot_is_one_line(tmp_path: Path) -> None:
     result = run_module("search.export", "--arch", "k3e3-k3e3|k3e3-k3e3|k3e3-k3e3|k3e3-k3e3", "--format", "both",
                         "--out", ".", cwd=tmp_path, check=False)
@@ -410,6 +419,7 @@ def test_a_checkpoint_cannot_ask_for_a_network_too_large_to_build(tmp_path: Path
     assert str(path) in str(caught.value) and time.monotonic() - start < 5
 
 
+@pytest.mark.slow
 def test_a_crafted_deep_checkpoint_is_refused_at_once_through_the_cli(tmp_path: Path, tiny_run: Path) -> None:
     payload = torch.load(tiny_run / "final.pt", weights_only=True)
     path = tmp_path / "deep.pt"
