@@ -11,6 +11,10 @@
   deterministic given their seed and the metrics they see, so a search restarted on its journal replays
   the evaluations it already made (without calling the evaluator) and continues exactly where it stopped:
   the finished result equals that of an uninterrupted run.
+- Random candidates come from :meth:`Problem.sample`: the space's own ``sample`` unless the problem has a
+  ``sampler`` of its own, such as :class:`supernet.sampler.WindowDraws`, which draws only architectures within
+  a latency budget, where the space's draws would almost all be rejected. Either way :meth:`Problem.draw`
+  still checks every bound.
 - Algorithms hand a *batch* of candidates to :meth:`Problem.run_many` wherever their semantics allow. Under
   ``torchrun`` (a :class:`ProcessGroup` of N processes; :class:`supernet.distributed.Group` is one) every rank
   runs the same seeded algorithm, so all propose the same batch; its evaluations are shared round-robin over
@@ -190,6 +194,7 @@ class Problem:
     evaluate: Callable[[Arch], Metrics]
     bounds: Sequence[Bound] = ()
     estimate: Callable[[Arch], Metrics] | None = None
+    sampler: Callable[[random.Random], Arch] | None = None  # random candidates; None: space.sample
     journal: Journal | None = None
     progress: bool = True
     max_tries: int = 2000
@@ -222,6 +227,11 @@ class Problem:
         """No bound on an estimated metric is broken (bounds on evaluated metrics are checked later)."""
         cheap = self.estimated(arch)
         return all(b.holds(cheap) for b in self.bounds if b.metric in cheap)
+
+    def sample(self, rng: random.Random) -> Arch:
+        """A random architecture drawn with ``rng``: from ``sampler`` if given, else ``space.sample``. Algorithms
+        take every random (not bred) candidate from here, through :meth:`draw` or :meth:`draw_many`."""
+        return (self.sampler or self.space.sample)(rng)
 
     def draw(self, make: Callable[[], Arch], exclude: Collection[str] = ()) -> Arch:
         """An architecture from ``make()`` that is new (not seen, not in ``exclude``) and plausible; a clear

@@ -47,7 +47,7 @@ from supernet.io import read_json, write_json
 from supernet.outdir import budget_label, claim_folder, run_folder
 from supernet.schema import (ANYTHING, BOOLEAN, CHOICE, COUNT, INTEGER, NUMBER, POSITIVE, TEXT, Each, Nullable,
                              Optional, check_document)
-from supernet.sampler import flops_params_table, score_python
+from supernet.sampler import WindowDraws, flops_params_table, score_python
 
 
 @dataclass
@@ -296,7 +296,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     evaluated = 0
     for number, scenario in enumerate(config.scenarios):
         problem = Problem(space, evaluator, bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed],
-                          estimate=estimate, journal=journal, group=group)
+                          estimate=estimate, journal=journal, group=group,
+                          sampler=within_budget(scenario, space, tables[scenario.device], group.is_main))
         if group.is_main:
             print(f"scenario {scenario.name}: {config.algorithm}, {config.evaluations} evaluations"
                   + (f", shared by {group.world_size} processes" if group.world_size > 1 else ""), file=sys.stderr)
@@ -334,6 +335,24 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
               "when measured)")
     print(f"wrote {out / 'results.json'} and {out / 'search.png'}")
     return result
+
+
+def within_budget(scenario: Scenario, space: Any, table: LatencyTable, say: bool = True) -> WindowDraws | None:
+    """The random candidates of ``scenario``: uniform over the networks whose predicted latency (quantised, see
+    :mod:`supernet.sampler`) is within the budget, so a budget near the lowest latency still finds some.
+
+    The window starts at 0, not at :meth:`LatencyTable.lowest_ms`: the quantised sum of the fastest network
+    can round below it. Where the window cannot be used (a budget within rounding of the lowest latency, a
+    table the sampler refuses), None: the space's own draws, rejected when over budget as before (``say``: a
+    line saying so).
+    """
+    try:
+        return WindowDraws(space, table.metric_table(), (0.0, scenario.latency_ms))
+    except UserError as err:
+        if say:
+            print(f"scenario {scenario.name}: random candidates are drawn from the whole space and rejected when "
+                  f"over budget ({err})", file=sys.stderr)
+        return None
 
 
 def _with_table_setting(config: SearchConfig, table: LatencyTable) -> SearchConfig:

@@ -1,10 +1,11 @@
 """Search algorithms over any :class:`search.space.SearchSpace`, all driven through a :class:`Problem`.
 
 Every function takes the problem first and keyword-only, validated settings, draws its randomness from
-``seed`` only, and returns the history (every evaluated :class:`Record`, in order, in a list of its own). A
-:class:`Problem` serves one search: a second one on it is refused, so two histories never mix. Each proposes
-batches of candidates whose choice does not depend on one another's metrics (:meth:`Problem.run_many`), which
-is what lets several processes share the evaluations; the result never depends on how many do:
+``seed`` only (random candidates through :meth:`Problem.sample`, bred ones through the space), and returns
+the history (every evaluated :class:`Record`, in order, in a list of its own). A :class:`Problem` serves one
+search: a second one on it is refused, so two histories never mix. Each proposes batches of candidates whose
+choice does not depend on one another's metrics (:meth:`Problem.run_many`), which is what lets several
+processes share the evaluations; the result never depends on how many do:
 
 - :func:`random_search`: new plausible samples.
 - :func:`grid_search`: every architecture of a space small enough to enumerate.
@@ -40,7 +41,7 @@ def random_search(problem: Problem, *, evaluations: int, seed: int = 0) -> list[
     with problem.session(evaluations, "random search"):
         while len(problem.history) < evaluations:
             count = min(_chunk(problem), evaluations - len(problem.history))
-            problem.run_many(problem.draw_many(lambda: problem.space.sample(rng), count))
+            problem.run_many(problem.draw_many(lambda: problem.sample(rng), count))
     return list(problem.history)
 
 
@@ -94,7 +95,7 @@ def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = 
         return space.mutate(parent, rng, mutation_prob)
 
     with problem.session(evaluations, "evolution", [objective]):
-        alive = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(population, evaluations)), 0)
+        alive = problem.run_many(problem.draw_many(lambda: problem.sample(rng), min(population, evaluations)), 0)
         generation = 0
         while len(problem.history) < evaluations:
             generation += 1
@@ -172,7 +173,7 @@ def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, populat
         raise UserError("NSGA-II needs a population of at least 2")
     space = problem.space
     with problem.session(evaluations, "NSGA-II", [metric for metric, _ in objectives]):
-        parents = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(population, evaluations)), 0)
+        parents = problem.run_many(problem.draw_many(lambda: problem.sample(rng), min(population, evaluations)), 0)
         generation = 0
         while len(problem.history) < evaluations:
             generation += 1
@@ -221,7 +222,7 @@ def bayesian_optimisation(problem: Problem, *, objective: str, maximize: bool = 
         raise UserError("BO needs at least 2 initial random evaluations and a pool of at least 1")
     space = problem.space
     with problem.session(evaluations, "BO", [objective]):
-        design = problem.run_many(problem.draw_many(lambda: space.sample(rng), min(initial, evaluations)))
+        design = problem.run_many(problem.draw_many(lambda: problem.sample(rng), min(initial, evaluations)))
         if not _finite(design, objective):
             raise UserError(f"BO: the objective {objective!r} is NaN or infinite in all {len(design)} initial "
                             "evaluations, so there is nothing to model; check the evaluator")
@@ -235,7 +236,7 @@ def bayesian_optimisation(problem: Problem, *, objective: str, maximize: bool = 
             candidates, keys = [], set()
             for k in range(pool):
                 try:
-                    make = (lambda: space.sample(rng)) if k % 2 == 0 else (
+                    make = (lambda: problem.sample(rng)) if k % 2 == 0 else (
                         lambda: space.mutate(elite[rng.randrange(len(elite))].arch, rng, 0.15))
                     arch = problem.draw(make)
                 except UserError:

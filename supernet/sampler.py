@@ -16,6 +16,8 @@ Windowed sampling is exactly uniform (up to float64 rounding of the counts) over
 ``resolution`` ms and a network is in ``[lo, hi]`` when ``ceil(lo / res) <= sum of its ticks <= floor(hi / res)``.
 Dynamic programming counts the networks per tick sum; sampling walks exact conditional distributions (total,
 each stage's sum, each stage's depth, each block's choice), never rejecting.
+:class:`WindowDraws` hands such draws out one at a time to code that draws from a ``random.Random``
+(a search's random candidates), a batch per kernel call.
 
 Every op has two paths with identical outputs: the C++ kernels (``csrc/arch_sampler.cpp``) and the numpy /
 PyTorch references below, which run when the extension is not built. Both draw from the same counter-based
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -484,6 +487,42 @@ def window_count(space: Space, latency: MetricTable, window: tuple[float, float]
     q = _quantise(space, latency, window, resolution)
     w = _window_tables(q.ticks.numpy(), list(space.layout().depths), q.lo, q.hi)
     return float(w.first[-1]) if len(w.first) else 0.0
+
+
+@dataclass
+class WindowDraws:
+    """One architecture at a time, uniform over the networks of ``space`` whose quantised latency lies in
+    ``window`` (ms): the random candidates of a search under a latency budget, where a space's own draws
+    would almost all be over it.
+
+    Called with a ``random.Random``, it returns the next architecture of a buffer that it refills ``batch``
+    at a time from :func:`sample`, seeded by 63 bits drawn from that generator. So a deterministic caller
+    (a seeded search algorithm: rerun, resumed, or run by every process of a distributed search) gets the same
+    draws every time, for one kernel call per ``batch``. Draws are with replacement: a caller wanting new
+    architectures redraws repeats. An empty window raises :class:`UserError` on construction.
+    """
+
+    space: Space
+    latency: MetricTable
+    window: tuple[float, float]
+    batch: int = 256
+    resolution: float = DEFAULT_RESOLUTION_MS
+    _buffer: list[Arch] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise UserError(f"a window sampler's batch must be at least 1, got {self.batch}")
+        if window_count(self.space, self.latency, self.window, self.resolution) <= 0:
+            q = _quantise(self.space, self.latency, self.window, self.resolution)
+            raise _empty_window(self.space, self.window, q, self.resolution)
+
+    def __call__(self, rng: random.Random) -> Arch:
+        """The next architecture, refilling the buffer with a batch seeded from ``rng`` when it is empty."""
+        if not self._buffer:
+            codes = sample(self.space, self.batch, seed=rng.getrandbits(63), latency=self.latency, window=self.window,
+                           resolution=self.resolution)
+            self._buffer = decode(self.space, codes)[::-1]  # popped from the end: drawn in the kernel's order
+        return self._buffer.pop()
 
 
 def quantised_latency(space: Space, codes: torch.Tensor, latency: MetricTable,
