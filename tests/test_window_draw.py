@@ -87,6 +87,7 @@ def test_an_empty_window_falls_back_to_rejection(capsys: pytest.CaptureFixture[s
     assert problem(table, 1.0).sample(random.Random(0)) == SPACE.sample(random.Random(0))  # no sampler: the space's
 
 
+@pytest.mark.slow
 def test_bo_meets_a_budget_near_the_minimum_and_a_rerun_replays_it(tmp_path: Path, tiny_run: Path, fake_data: Path,
                                                                   fast_table: Path) -> None:
     table = load_table(fast_table)
