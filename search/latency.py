@@ -338,7 +338,23 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     problem = correction_problem(data.get("correction"), config, data["entries"])
     if problem:
         raise UserError(f"latency table {path} {problem}; rebuild it or rerun calibrate")
+    if "load" in data and not _is_load_record(data["load"]):
+        raise UserError(f"latency table {path} has a malformed \"load\" record (how busy the machine was while "
+                        "it was measured, see search.load); rebuild it")
     return data
+
+
+def _is_load_record(load: Any) -> bool:
+    """Whether ``load`` has the form :func:`search.load.assess` gives a table (what show and searches read)."""
+    def count(value: Any) -> bool:
+        return value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10 ** 9)
+
+    def share(value: Any) -> bool:
+        return value is None or (_is_finite(value) and 0 <= value <= 1e3)
+    return (isinstance(load, dict) and isinstance(load.get("busy"), bool) and isinstance(load.get("kept", False), bool)
+            and isinstance(load.get("reasons"), list) and all(isinstance(r, str) for r in load["reasons"])
+            and share(load.get("cpu_share")) and share(load.get("unit_spread"))
+            and count(load.get("out_of_order")) and count(load.get("pairs")))
 
 
 def _check_measurements(data: Mapping[str, Any], what: str, remedy: str) -> None:
@@ -941,8 +957,8 @@ def describe(table: LatencyTable) -> None:
           "budgets in between bind")
     load = table.data.get("load")
     if load:
-        share = "n/a" if load["cpu_share"] is None else f"{100 * load['cpu_share']:.0f}%"
-        order = "" if load["pairs"] is None else f"; {load['out_of_order']} of {load['pairs']} choice pairs out of order"
+        share = "n/a" if load.get("cpu_share") is None else f"{100 * load['cpu_share']:.0f}%"
+        order = "" if load.get("pairs") is None else f"; {load.get('out_of_order')} of {load['pairs']} choice pairs out of order"
         print(f"machine while measuring: {'BUSY' if load['busy'] else 'quiet'} (timing thread on a core {share}"
               f"{order}){'; kept with --keep-busy' if load['busy'] and load.get('kept') else ''}")
 

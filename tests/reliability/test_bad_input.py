@@ -343,6 +343,8 @@ def test_fuzz_table_loader(table_data: dict[str, Any], scratch: Path, data: st.D
     (lambda t: t["space"].update(depths=[2, 10 ** 18]), "holds a malformed space config (depth 1000000000000000000 is more than the 32"),
     (lambda t: t["calibration"].append(7), "calibration point 3 is malformed"),
     (lambda t: t["space"].update({"two\nlines": 1}), "unexpected keyword argument 'two lines'"),
+    (lambda t: t.update(load=True), 'has a malformed "load" record'),
+    (lambda t: t.update(load={"busy": False, "reasons": [], "cpu_share": "x"}), 'has a malformed "load" record'),
 ])
 def test_table_loader_refuses(table_data: dict[str, Any], tmp_path: Path, edit: Callable[[dict], Any],
                               message: str) -> None:
