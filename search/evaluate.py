@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
+from supernet.cpuload import AdaptiveThreads
 from supernet.data import Splits
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import read_json, write_json
@@ -24,8 +25,11 @@ class SupernetEvaluator:
     """Callable scoring architectures of ``supernet`` on ``splits.val``; ``calls`` counts real evaluations."""
 
     def __init__(self, supernet: Any, splits: Splits, *, calibration_size: int = DEFAULT_CALIBRATION,
-                 cache_path: str | os.PathLike | None = None):
+                 cache_path: str | os.PathLike | None = None, threads: AdaptiveThreads | None = None):
+        """``threads``: torch's thread count is fitted to the machine's load before evaluations (see
+        :mod:`supernet.cpuload`); None leaves it as it is."""
         self.supernet, self.space, self.splits = supernet, supernet.space, splits
+        self.threads = threads
         self.calibration = splits.train.subset(torch.arange(min(calibration_size, len(splits.train))))
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, dict[str, Any]] = {}
@@ -36,6 +40,8 @@ class SupernetEvaluator:
     def __call__(self, arch: Mapping[str, int]) -> dict[str, Any]:
         key = self.space.to_string(arch)
         if key not in self.cache:
+            if self.threads:
+                self.threads.update()
             # the network the string names (its canonical form): one evaluation per distinct function
             subnet = recalibrate_bn(self.supernet.extract(self.space.parse(key)), self.calibration)
             self.cache[key] = {"val_top1": accuracy(subnet, self.splits.val)}

@@ -39,6 +39,7 @@ from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
 from search.timing import RUNTIMES, plausible_ms
 from supernet.checkpoint import PRETRAINED, load_checkpoint, load_supernet, trained_classes, trained_data
+from supernet.cpuload import AdaptiveThreads
 from supernet.data import load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
@@ -289,7 +290,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     if len(journal) and group.is_main:
         print(f"resuming {out / 'journal.json'}: {len(journal)} evaluations and {len(journal.measurements)} timings "
               "recorded are replayed, not redone", file=sys.stderr)
-    evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size)
+    evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size,
+                                  threads=AdaptiveThreads(say=group.is_main))
     fixed = [b for b in (Bound("flops", upper=config.max_flops), Bound("params", upper=config.max_params))
              if b.upper is not None]
     everything: dict[str, Record] = {}
