@@ -267,8 +267,7 @@ def fit(config: FitConfig, command: Sequence[str], overwrite: bool = False) -> d
                 "draws": "Space.sample, distinct networks"}
     with contextlib.ExitStack() as claims:
         for role in ("predictor", "figures", "scatter"):
-            claims.enter_context(claim_file(paths[role], what=f"predictor {'file' if role == 'predictor' else role}",
-                                            overwrite=overwrite))
+            claims.enter_context(claim_file(paths[role], what="predictor", overwrite=overwrite))
         journal = _journal(paths["journal"], identity, overwrite)
         if len(journal):
             print(f"resuming {paths['journal']}: {len(journal)} evaluations recorded are replayed, not redone",

@@ -153,4 +153,4 @@ def test_fit_cli_end_to_end_resumes_from_its_journal(tmp_path: Path, tiny_run: P
     with pytest.raises(UserError, match="was fitted for checkpoint"):
         load_predictor(tmp_path / "a" / "final.predictor.pt", checkpoint=tiny_run / "last.pt")
     refused = run_module(*common, check=False)  # the predictor exists: refused without --overwrite
-    assert refused.returncode == 2 and "already exists; pass --overwrite" in refused.stderr
+    assert refused.returncode == 2 and "already exists; pass --overwrite to replace it with a new predictor" in refused.stderr
