@@ -328,8 +328,8 @@ def _fit_and_write(config: FitConfig, space: Any, history: Sequence[Any], paths:
     }
     predictor = Predictor(space, models[chosen], dict(provenance["checkpoint"]), summary)
     predictor.save(paths["predictor"], config=dataclasses.asdict(config), command=provenance["command"])
-    title = (f"{space.name} accuracy predictor, {len(held)} held-out architectures: "
-             + ", ".join(f"{k} tau {_tau_text(f)}" for k, f in figures.items()))
+    title = (f"{space.name} accuracy predictor, {len(held)} held-out architectures\nKendall tau: "
+             + ", ".join(f"{k} {_tau_text(f)}" for k, f in figures.items()))
     scatter_png(paths["scatter"], (100 * held_y).tolist(),
                 {f"{k} (chosen)" if k == chosen else k: (100 * p.double()).tolist() for k, p in predictions.items()},
                 title, quantity="validation top-1 (%)", band=None)
