@@ -28,14 +28,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from search.evaluate import DEFAULT_CALIBRATION
+from search.evaluate import DEFAULT_CALIBRATION, checkpoint_splits
 from search.export import export
 from search.latency import load_table, parse_device
 from search.problem import Record
 from search.run import read_results
 from search.strategies import pareto_front
-from supernet.checkpoint import PRETRAINED, load_supernet, trained_classes
-from supernet.data import DEFAULT_DATA, load_splits
+from supernet.checkpoint import PRETRAINED, load_supernet
+from supernet.data import DEFAULT_DATA
 from supernet.errors import ArgumentParser, UserError, int_range, positive_float, run_cli
 from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
@@ -268,10 +268,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         raise UserError(f"--latency-ms {budget:g} is below every Pareto-front member's predicted latency (the "
                         f"fastest takes {fastest:.2f} ms on {config.device}): raise it")
     table = load_table(config.table, device=device, space=space.config, allow_foreign=config.allow_foreign_table)
-    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000),
-                         num_classes=space.config.num_classes,
-                         trained=(trained_classes(meta, space.config), f"checkpoint {config.checkpoint}"))
+    splits = checkpoint_splits(config.data, meta, space.config, config.checkpoint)
     calibration = splits.train.subset(torch.arange(min(config.calibration_size, len(splits.train))))
 
     subnets, val, test = {}, {}, {}

@@ -13,12 +13,26 @@ from typing import Any, Mapping
 
 import torch
 
+from supernet.checkpoint import trained_classes
 from supernet.cpuload import AdaptiveThreads
-from supernet.data import Splits
+from supernet.data import Splits, load_splits
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import read_json, write_json
 
 DEFAULT_CALIBRATION = 1000
+
+
+def checkpoint_splits(data: str, meta: Mapping[str, Any], config: Any, checkpoint: str | os.PathLike) -> Splits:
+    """The splits a checkpoint's subnets are scored on: ``data`` (see :func:`supernet.checkpoint.trained_data`)
+    with the validation split as large as the checkpoint's training held out (5000 where it does not say),
+    refused in one line if the dataset has another number of classes than the network was trained on.
+
+    Every command that scores subnets with inherited or retrained weights loads its data here, so a subnet's
+    validation accuracy means the same images in a search, a retraining, an ensemble and a predictor.
+    """
+    return load_splits(data, channels=config.in_channels, size=config.input_size,
+                       val_size=meta.get("train_config", {}).get("val_size", 5000), num_classes=config.num_classes,
+                       trained=(trained_classes(meta, config), f"checkpoint {checkpoint}"))
 
 
 class SupernetEvaluator:

@@ -65,8 +65,9 @@ def save_png(fig: Any, path: str | os.PathLike, rect: tuple[float, float, float,
 
 
 def scatter_png(path: str | os.PathLike, measured: Sequence[float], predictors: Mapping[str, Sequence[float]],
-                title: str) -> Path:
-    """Predicted against measured latency for each predictor, with the +-10% band around the diagonal."""
+                title: str, quantity: str = "latency (ms)", band: float | None = 0.10) -> Path:
+    """Predicted against measured ``quantity`` for each predictor, with the +-``band`` band around the
+    diagonal (None: none; a relative band means nothing for, say, an accuracy)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,18 +75,26 @@ def scatter_png(path: str | os.PathLike, measured: Sequence[float], predictors: 
 
     m = np.asarray(measured, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5.6, 5.2), dpi=120)
-    lo, hi = float(m.min()) * 0.85, float(m.max()) * 1.15
-    for values in predictors.values():
-        lo, hi = min(lo, float(np.min(values)) * 0.95), max(hi, float(np.max(values)) * 1.05)
+    if band is None:  # frame the points themselves, 5% of their span around them
+        low = min([float(m.min())] + [float(np.min(v)) for v in predictors.values()])
+        high = max([float(m.max())] + [float(np.max(v)) for v in predictors.values()])
+        pad = 0.05 * (high - low) or 1.0
+        lo, hi = low - pad, high + pad
+    else:
+        lo, hi = float(m.min()) * 0.85, float(m.max()) * 1.15
+        for values in predictors.values():
+            lo, hi = min(lo, float(np.min(values)) * 0.95), max(hi, float(np.max(values)) * 1.05)
     line = np.array([lo, hi])
-    ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.12, label="within 10%")
+    if band is not None:
+        ax.fill_between(line, line * (1 - band), line * (1 + band), color="tab:green", alpha=0.12,
+                        label=f"within {100 * band:g}%")
     ax.plot(line, line, color="black", linewidth=0.8)
     for (name, values), marker in zip(predictors.items(), "o^sx"):
         ax.scatter(m, values, s=12, marker=marker, alpha=0.75, label=name)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("predicted latency (ms)")
+    ax.set_xlabel(f"measured {quantity}")
+    ax.set_ylabel(f"predicted {quantity}")
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")

@@ -35,15 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from search.evaluate import DEFAULT_CALIBRATION
+from search.evaluate import DEFAULT_CALIBRATION, checkpoint_splits
 from search.export import winner_of
 from search.latency import parse_device, table_for
 from search.metrics import classification_report, confusion_png
 from search.run import read_results
-from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore, trained_classes,
-                                 trained_data,
+from supernet.checkpoint import (PRETRAINED, SUBNET_FORMAT, load_resumable, load_supernet, restore, trained_data,
                                  save_subnet_checkpoint)
-from supernet.data import Splits, load_splits
+from supernet.data import Splits
 from supernet.divergence import StepGuard
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, int_range, non_negative_float,
                              run_cli)
@@ -262,10 +261,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
         check_resumed(state, config, space, last)
     if config.mode == "last-stages" and config.stages > space.num_stages:
         raise UserError(f"--stages {config.stages} exceeds the space's {space.num_stages} stages")
-    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000),
-                         num_classes=space.config.num_classes,
-                         trained=(trained_classes(meta, space.config), f"checkpoint {config.checkpoint}"))
+    splits = checkpoint_splits(config.data, meta, space.config, config.checkpoint)
     train_set = training_images(splits, config.subset)
     if state is None:
         model, val_before = starting_model(config, supernet, splits)

@@ -31,16 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator
+from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator, checkpoint_splits
 from search.latency import (BATCH_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_THREADS, THREADS, LatencyTable, parse_device,
                             table_for)
 from search.plot import plot_search
 from search.problem import Bound, Journal, Problem, Record
 from search.strategies import pareto_front
 from search.timing import RUNTIMES, plausible_ms
-from supernet.checkpoint import PRETRAINED, load_checkpoint, load_supernet, trained_classes, trained_data
+from supernet.checkpoint import PRETRAINED, load_checkpoint, load_supernet, trained_data
 from supernet.cpuload import AdaptiveThreads
-from supernet.data import load_splits
 from supernet.distributed import Group
 from supernet.errors import UserError, int_range, positive_float, random_seed
 from supernet.family import config_from_dict
@@ -255,10 +254,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     supernet, meta = load_supernet(config.checkpoint)
     config = dataclasses.replace(config, data=trained_data(meta, config.data))
     space = supernet.space
-    splits = load_splits(config.data, channels=space.config.in_channels, size=space.config.input_size,
-                         val_size=meta.get("train_config", {}).get("val_size", 5000),
-                         num_classes=space.config.num_classes,
-                         trained=(trained_classes(meta, space.config), f"checkpoint {config.checkpoint}"))
+    splits = checkpoint_splits(config.data, meta, space.config, config.checkpoint)
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:
         if scenario.device not in tables:

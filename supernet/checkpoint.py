@@ -111,20 +111,23 @@ def _read_verified(path: Path, what: str) -> dict[str, Any] | Any:
         raise corrupt(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, kind: str = FORMAT, what: str | None = None) -> dict[str, Any]:
     """Load and check a checkpoint of ``kind`` (supernet or subnet); one-line errors for anything else.
 
     Every zip member's CRC-32 is verified and every tensor must be finite (see the module's docstring).
+    ``what`` names another kind of file in the same form (``predictor``) in the messages; such a file must
+    hold a ``space`` and a ``state_dict`` as well.
     """
     path = Path(path)
-    what = "subnet" if kind == SUBNET_FORMAT else "supernet"
+    what = what or ("subnet" if kind == SUBNET_FORMAT else "supernet")
     if not path.is_file():
         hint = "python -m search.retrain" if kind == SUBNET_FORMAT else "python -m supernet.train"
         raise UserError(f"checkpoint {path} does not exist; train one with `{hint}`")
     payload = _read_verified(path, what)
     if not isinstance(payload, dict) or payload.get("format") != kind:
         found = payload.get("format") if isinstance(payload, dict) else None
-        extra = f"; it is a {found.split('/')[-1]} checkpoint" if found in (FORMAT, SUBNET_FORMAT) else ""
+        ours = isinstance(found, str) and found.startswith("oneshot-nas/")
+        extra = f"; it is a {found.split('/')[-1]} checkpoint" if ours else ""
         raise UserError(f"checkpoint {path} is not a {what} checkpoint of this tool (no {kind!r} format tag){extra}")
     if payload.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {payload.get('version')!r}; this tool reads "

@@ -11,7 +11,7 @@ from supernet.errors import ArgumentParser
 from tests.conftest import run_module
 
 COMMANDS = ("supernet.train", "search.evolve", "search.bo", "search.dnas", "search.retrain", "search.ensemble",
-            "search.export", "search.report", "search.latency")
+            "search.export", "search.report", "search.latency", "search.predictor")
 
 
 def parsers(module: str, monkeypatch: pytest.MonkeyPatch) -> list[argparse.ArgumentParser]:
