@@ -52,7 +52,8 @@ def main() -> None:
             fixed, _ = timed([*search, "--out", str(Path(scratch) / "fixed")], {**env, "OMP_NUM_THREADS": "2"})
         finally:
             neighbour.kill()
-    said = [line for line in log.splitlines() if line.startswith("other processes keep")]
+    said = [line[line.index("other processes keep"):] for line in log.replace("\r", "\n").splitlines()
+            if "other processes keep" in line]  # tqdm's bar shares the line
     print(f"beside a neighbour, threads adapt:  {beside:7.1f} s  ({beside / alone:.2f}x alone)")
     print(f"beside a neighbour, 2 threads:      {fixed:7.1f} s  ({fixed / alone:.2f}x alone)")
     print(f"the search said: {said[0] if said else '(nothing: threads unchanged)'}")
