@@ -37,6 +37,7 @@ def test_adaptive_threads_follow_the_load_and_respect_a_fixed_count(monkeypatch:
     loads = iter([1.3, 0.1])
     monkeypatch.setattr(cpuload, "other_load", lambda window: next(loads))
     try:
+        torch.set_num_threads(2)  # as torch starts on two cores (fixtures may have set one)
         threads = AdaptiveThreads(every=0.0, cores=2, enabled=True)
         assert threads.update() == 1 == torch.get_num_threads()
         assert "other processes keep 1.3 of 2 cores busy: evaluating with 1 torch thread" in capsys.readouterr().err
