@@ -3,16 +3,16 @@
 Pairing every timed call with a reference probe (:mod:`search.timing`) corrects for a machine whose speed
 moves in phases. It cannot correct for another process taking the core in the middle of calls: then the
 probe is slowed too, the whole table is expressed at the busy speed, and "10 ms" in every later search means
-about 5. Three signs of that, each measured at rest and beside a CPU-heavy neighbour on this project's
-2-core VM:
+about 6. Three signs of that, measured at rest and beside two busy loops on this project's 2-core VM
+(``python bench/busy_table.py``, bench/README.md):
 
 - **CPU share**: of the wall time the timed calls took, the share the timing thread held a core (thread CPU
-  time over wall time). Alone 1.00; beside two busy loops 0.54.
+  time over wall time). 1.00 at rest, 0.65 beside the loops.
 - **Unit spread**: the median, over units, of the inter-quartile range of a unit's paired timings relative to
-  its median. 0.11 in a table built at rest, 1.38 in one built beside a neighbour.
+  its median. 0.13 at rest, 0.58 beside the loops.
 - **Units out of order**: pairs of parametrised choices at the same block position where the choice with
   fewer FLOPs is measured more than 25% slower (a 3x3 block slower than a 7x7 one). 0 of 576 pairs at rest,
-  21 in the busy table.
+  118 beside the loops.
 
 A build that shows any sign (:func:`assess`) is not cached (:func:`search.latency.build_table`). A cached
 table is checked cheaply whenever it is used (:func:`check_on_use`): a few probe calls against the probe
