@@ -273,7 +273,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
 
     subnets, val, test = {}, {}, {}
     for key in tqdm(latency, desc="front members", unit="subnet", dynamic_ncols=True):
-        subnets[key] = recalibrate_bn(supernet.extract(front[key]["arch"]), calibration)
+        subnets[key] = recalibrate_bn(supernet.extract(space.parse(key)), calibration)  # what the search scored
         val[key], test[key] = predict(subnets[key], splits.val), predict(subnets[key], splits.test)
         here, searched = top1([val[key]], splits.val.labels), front[key]["metrics"].get("val_top1")
         if searched is not None and abs(here - searched) > 1e-6:

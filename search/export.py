@@ -224,10 +224,11 @@ def winner_entry(results: Any, scenario: str | None, path: str) -> tuple[str, di
 
 
 def winner_of(results: Any, scenario: str | None, path: str, space: Space) -> dict[str, int]:
-    """The winning architecture of ``scenario`` (default: the first) in a search's results."""
+    """The winning network of ``scenario`` (default: the first) in a search's results: the one its key names
+    and the search scored (for NAS-Bench-201, the representative of the searched cell's class)."""
     name, winner = winner_entry(results, scenario, path)
     try:
-        return space.validate(winner["arch"])
+        return space.parse(space.to_string(space.validate(winner["arch"])))
     except UserError as err:
         raise UserError(f"{path}: the winner of {name!r} is not an architecture of this supernet ({err})") from None
 

@@ -218,10 +218,17 @@ class Problem:
 
     # ---- cheap side ------------------------------------------------------------------------------
     def estimated(self, arch: Arch) -> Metrics:
+        """The cheap metrics of the network ``arch``'s key names (see :meth:`_evaluate`), cached by key."""
         key = self.space.to_string(arch)
         if key not in self._estimates:
-            self._estimates[key] = dict(self.estimate(arch)) if self.estimate else {}
+            self._estimates[key] = dict(self.estimate(self.network(arch))) if self.estimate else {}
         return self._estimates[key]
+
+    def network(self, arch: Arch) -> Arch:
+        """The network ``arch``'s key names: ``space.parse(key)`` where the space parses its strings (this
+        project's do), else ``arch`` itself (a plain :class:`search.space.CategoricalSpace`)."""
+        parse = getattr(self.space, "parse", None)
+        return parse(self.space.to_string(arch)) if parse else dict(arch)
 
     def plausible(self, arch: Arch) -> bool:
         """No bound on an estimated metric is broken (bounds on evaluated metrics are checked later)."""
@@ -293,8 +300,13 @@ class Problem:
         return records
 
     def _evaluate(self, arch: Arch) -> Metrics:
-        """One real evaluation on this rank (estimated metrics included)."""
-        metrics = {**self.estimated(arch), **self.evaluate(arch)}
+        """One real evaluation on this rank (estimated metrics included), of the network ``arch``'s key names.
+
+        That network is :meth:`network`: for NAS-Bench-201 the representative of the cell's class, which
+        may run other ops than ``arch`` (two convs from the input where it runs one and a skip), so it is what
+        is estimated and scored, as it is what an export, retraining or ensemble of that key builds.
+        """
+        metrics = {**self.estimated(arch), **self.evaluate(self.network(arch))}
         self.evaluated += 1
         if self.journal is not None and self.world_size == 1:
             self.journal.put(self.space.to_string(arch), metrics)  # at once: an interruption loses nothing

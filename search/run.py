@@ -380,7 +380,8 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
     verified = []
     for record in candidates[:config.verify]:
         key = f"{scenario.device}|{record.key}"
-        timing = journal.measured(key, lambda: table.measure(supernet.extract(record.arch), device, timer))
+        timing = journal.measured(key, lambda: table.measure(  # the network the key names, as it was scored
+            supernet.extract(supernet.space.parse(record.key)), device, timer))
         if not plausible_ms(timing.get("median_ms")):
             raise UserError(f"search journal {journal.path}: the timing of {key} is not a time in milliseconds; "
                             "delete the journal to start the search over, or use another --out")

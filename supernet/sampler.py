@@ -431,7 +431,7 @@ def _quantise(space: Space, latency: MetricTable, window: tuple[float, float], r
     if lo_ms > hi_ms:
         raise UserError(f"latency window [{lo_ms}, {hi_ms}] ms is empty: lo > hi")
     lat = latency.column("latency_ms") if latency.names != ("latency_ms",) else latency
-    if (lat.blocks < 0).any() or lat.base[0] < 0:
+    if (lat.blocks < 0).any():  # the base may be negative: a table's correction can have a negative offset
         raise UserError("latency table has negative entries")
     ticks = torch.round(lat.blocks[..., 0] / resolution).to(torch.int64)
     base = int(torch.round(lat.base[0] / resolution))

@@ -196,6 +196,20 @@ def test_gap_inside_the_range_is_a_user_error() -> None:
         assert len(sm.sample(space, 10, latency=lat, window=(2.2, 3.0), backend=backend)) == 10
 
 
+def test_a_negative_base_shifts_the_window() -> None:
+    """A table's correction may have a negative offset (every network still predicted a positive time): the
+    window is then on the same sums as with base 0 and the window moved by the offset, on both paths."""
+    space = Space(TINY)
+    blocks = torch.ones(2, 2, 4, 1, dtype=torch.float64)  # sums 2, 3 or 4 ms
+    shifted = sm.MetricTable(("latency_ms",), blocks, torch.tensor([-1.0], dtype=torch.float64))
+    plain = sm.MetricTable(("latency_ms",), blocks, torch.zeros(1, dtype=torch.float64))
+    for backend in ("cpp", "reference") if BUILT else ("reference",):
+        got = sm.sample(space, 50, seed=3, latency=shifted, window=(1.5, 2.0), backend=backend)
+        assert torch.equal(got, sm.sample(space, 50, seed=3, latency=plain, window=(2.5, 3.0), backend=backend))
+        assert set(sm.quantised_latency(space, got, shifted).tolist()) == {round(2.0 / sm.DEFAULT_RESOLUTION_MS)}
+    assert sm.window_count(space, shifted, (0.0, 1.5)) == sm.window_count(space, plain, (0.0, 2.5)) > 0
+
+
 # ---- exact uniformity ---------------------------------------------------------------------------
 def enumerate_codes(space: Space) -> torch.Tensor:
     """Canonical codes of every distinct network (as many as Space.size())."""
