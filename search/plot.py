@@ -13,7 +13,8 @@ from supernet.io import atomic_write
 
 def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Every evaluated architecture (predicted latency, validation accuracy) coloured by generation (with a
-    colour bar), the Pareto front, each scenario's budget (a dashed line) and winner (a star at its predicted
+    colour bar; behind them in grey, what a guided search's predictor scored, at its predicted accuracy), the
+    Pareto front, each scenario's budget (a dashed line) and winner (a star at its predicted
     latency, a cross at its measured one, joined), all in the legend. Stars shrink scenario by scenario, so
     that several scenarios sharing one winner all stay visible."""
     import matplotlib
@@ -24,8 +25,13 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     history, metric = results["history"], results["latency_metric"]
     by_key = {r["arch_string"]: r for r in history}
     fig, ax = plt.subplots(figsize=(7.4, 4.8), dpi=120)
+    guessed = results.get("predicted") or []  # a guided search: what the predictor scored, behind the rest
+    if guessed:
+        ax.scatter([r["metrics"][metric] for r in guessed], [100 * r["metrics"]["predicted_top1"] for r in guessed],
+                   s=5, color="tab:gray", alpha=0.35, label="scored by the predictor (predicted top-1)")
     points = ax.scatter([r["metrics"][metric] for r in history], [100 * r["metrics"]["val_top1"] for r in history],
-                        s=12, c=[r["generation"] for r in history], cmap="viridis", label="evaluated")
+                        s=12, c=[r["generation"] for r in history], cmap="viridis",
+                        label="evaluated by the supernet" if guessed else "evaluated")
     if len({r["generation"] for r in history}) > 1:
         fig.colorbar(points, ax=ax, pad=0.01).set_label("generation (epoch for differentiable search)")
     front = [by_key[k] for k in results["pareto_front"] if k in by_key]

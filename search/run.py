@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator, checkpoint_splits
+from search.guided import (AUTO, DEFAULT_SCREEN, NONE, PREDICTED, Seeded, describe, predictor_evaluator,
+                           predictor_path, resolve_predictor, screen)
 from search.latency import (BATCH_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_THREADS, THREADS, LatencyTable, parse_device,
                             table_for)
 from search.plot import plot_search
@@ -66,19 +69,38 @@ class Scenario:
         return f"latency_ms@{self.device}"
 
 
+MAX_SCENARIOS = 1000
+_RANGE = re.compile(r"([0-9.]+)-([0-9.]+)/([0-9.]+)")
+
+
+def _budgets(text: str) -> list[float]:
+    """``"10"`` -> [10.0]; ``"5-25/0.5"`` -> 5, 5.5, ..., 25 (both ends included); [] if malformed."""
+    match = _RANGE.fullmatch(text)
+    try:
+        if not match:
+            return [float(text)]
+        start, stop, step = (float(g) for g in match.groups())
+    except ValueError:
+        return []
+    if not (step > 0 and stop >= start) or (stop - start) / step >= MAX_SCENARIOS:
+        return []
+    return [round(start + i * step, 6) for i in range(int(round((stop - start) / step, 6)) + 1)]
+
+
 def parse_scenarios(text: str) -> list[Scenario]:
-    """``"cpu:5,cpu:10,cuda:0:20"`` -> scenarios; a one-line error naming the bad item otherwise."""
+    """``"cpu:5,cpu:10,cuda:0:20"`` -> scenarios, ``"cpu:5-25/0.5"`` a range of budgets (41 here); a one-line
+    error naming the bad item otherwise."""
     scenarios = []
     for item in (part.strip() for part in text.split(",")):
         device, _, budget = item.rpartition(":")
-        try:
-            latency = float(budget)
-        except ValueError:
-            latency = -1.0
-        if not device or not positive_float.contains(latency):
-            raise UserError(f"scenario {item!r} is not DEVICE:BUDGET_MS with a budget of {positive_float.describe()} "
-                            "(e.g. cpu:10 or cuda:0:5)")
-        scenarios.append(Scenario(str(parse_device(device)), latency))
+        budgets = _budgets(budget)
+        if not device or not budgets or not all(positive_float.contains(b) for b in budgets):
+            raise UserError(f"scenario {item!r} is not DEVICE:BUDGET_MS or DEVICE:FROM-TO/STEP with budgets of "
+                            f"{positive_float.describe()} (e.g. cpu:10, cuda:0:5 or cpu:5-25/0.5), at most "
+                            f"{MAX_SCENARIOS} in all")
+        scenarios += [Scenario(str(parse_device(device)), b) for b in budgets]
+    if len(scenarios) > MAX_SCENARIOS:
+        raise UserError(f"--scenarios {text!r} names {len(scenarios)} scenarios, more than {MAX_SCENARIOS}")
     if len({s.name for s in scenarios}) != len(scenarios):
         raise UserError(f"--scenarios {text!r} names a scenario twice")
     return scenarios
@@ -91,6 +113,8 @@ class SearchConfig:
     scenarios: list[Scenario]
     algorithm: str = "evolution"
     evaluations: int = 48
+    predictor: str = NONE  # the file a guided search ranks by (see search.guided), or "none": the supernet
+    screen: int = DEFAULT_SCREEN  # architectures a guided search screens per scenario before the algorithm
     max_flops: float | None = None
     max_params: float | None = None
     checkpoint: str = str(PRETRAINED)
@@ -109,6 +133,8 @@ class SearchConfig:
     options: dict[str, Any] = field(default_factory=dict)  # the algorithm's own settings
 
 
+MAX_SCREEN = 1_000_000  # features of a million architectures: about 0.5 GB
+DIRECT_EVALUATIONS, GUIDED_EVALUATIONS, GUIDED_BO_EVALUATIONS = 48, 1000, 150  # BO refits a GP every step
 RUN_FILES = ("journal.json", "results.json", "search.png")  # what makes OUT a search; --overwrite removes them
 
 
@@ -116,9 +142,19 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
     """Flags every supernet search CLI shares."""
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--latency-ms", type=positive_float, help="latency budget in milliseconds on --device")
-    budget.add_argument("--scenarios", help="several DEVICE:BUDGET_MS, comma-separated (e.g. cpu:5,cpu:10,cpu:20)")
+    budget.add_argument("--scenarios", help="several DEVICE:BUDGET_MS, comma-separated (e.g. cpu:5,cpu:10,cpu:20), or "
+                        "a range DEVICE:FROM-TO/STEP (cpu:5-25/0.5: 41 budgets)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N, for --latency-ms (default cpu)")
-    parser.add_argument("--evaluations", type=int_range(), default=48, help="architectures evaluated per scenario")
+    parser.add_argument("--evaluations", type=int_range(), default=None,
+                        help=f"architectures evaluated per scenario (default: {DIRECT_EVALUATIONS} by the supernet, "
+                             f"{GUIDED_EVALUATIONS} by a predictor, {GUIDED_BO_EVALUATIONS} for BO)")
+    parser.add_argument("--predictor", default=AUTO,
+                        help="accuracy predictor the search ranks by, the best then evaluated by the supernet "
+                             "(see search.guided): auto (default: CHECKPOINT's NAME.predictor.pt if it exists), "
+                             "none (the supernet evaluates every candidate), or a file")
+    parser.add_argument("--screen", type=int_range(0, MAX_SCREEN), default=DEFAULT_SCREEN,
+                        help="with a predictor: architectures drawn within the budget and scored at once, whose best "
+                             "start the search")
     parser.add_argument("--max-flops", type=positive_float, default=None, help="upper bound on multiply-adds")
     parser.add_argument("--max-params", type=positive_float, default=None, help="upper bound on parameters")
     parser.add_argument("--checkpoint", default=str(PRETRAINED), help="supernet checkpoint (default: shipped)")
@@ -167,10 +203,18 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any],
     if args.table and len({s.device for s in scenarios}) > 1:
         raise UserError("--table names one table, but the scenarios use several devices: leave it out to use "
                         "each device's cached table")
-    common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options", "out"}
-    out = args.out or default_out(args, scenarios, parser)
-    return SearchConfig(scenarios=scenarios, algorithm=algorithm, options=options, out=out,
-                        **{k: v for k, v in vars(args).items() if k in common})
+    common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options", "out",
+                                                                   "predictor", "evaluations"}
+    predictor = args.predictor
+    if predictor == AUTO:
+        predictor = str(predictor_path(args.checkpoint)) if predictor_path(args.checkpoint).is_file() else NONE
+    default = (DIRECT_EVALUATIONS if predictor == NONE else
+               GUIDED_BO_EVALUATIONS if algorithm == "bo" else GUIDED_EVALUATIONS)
+    evaluations = args.evaluations or default
+    named = argparse.Namespace(**{**vars(args), "evaluations": None if evaluations == default else evaluations})
+    out = args.out or default_out(named, scenarios, parser)
+    return SearchConfig(scenarios=scenarios, algorithm=algorithm, options=options, out=out, predictor=predictor,
+                        evaluations=evaluations, **{k: v for k, v in vars(args).items() if k in common})
 
 
 def default_out(args: argparse.Namespace, scenarios: list[Scenario], parser: argparse.ArgumentParser) -> str:
@@ -254,6 +298,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     supernet, meta = load_supernet(config.checkpoint)
     config = dataclasses.replace(config, data=trained_data(meta, config.data))
     space = supernet.space
+    predictor = resolve_predictor(config.predictor, config.checkpoint, space)  # refused before anything is timed
     splits = checkpoint_splits(config.data, meta, space.config, config.checkpoint)
     tables: dict[str, LatencyTable] = {}
     for scenario in config.scenarios:
@@ -288,24 +333,39 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
               "recorded are replayed, not redone", file=sys.stderr)
     evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size,
                                   threads=AdaptiveThreads(say=group.is_main))
+    objective = PREDICTED if predictor else "val_top1"
+    if predictor and group.is_main:
+        print(f"accuracy predicted by {describe(predictor)}; the {config.verify} best of each scenario are then "
+              "evaluated with the supernet", file=sys.stderr)
     fixed = [b for b in (Bound("flops", upper=config.max_flops), Bound("params", upper=config.max_params))
              if b.upper is not None]
     everything: dict[str, Record] = {}
     evaluated = 0
     for number, scenario in enumerate(config.scenarios):
-        problem = Problem(space, evaluator, bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed],
-                          estimate=estimate, journal=journal, group=group,
-                          sampler=within_budget(scenario, space, tables[scenario.device], group.is_main))
+        sampler = within_budget(scenario, space, tables[scenario.device], group.is_main)
+        if predictor:
+            best = screen(space, predictor, tables[scenario.device].metric_table(), counts, scenario.latency_ms, fixed,
+                          count=config.screen, keep=_first_draws(config), seed=config.seed + number)
+            sampler = Seeded(best, sampler or space.sample)
+        problem = Problem(space, predictor_evaluator(predictor) if predictor else evaluator,
+                          bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed], estimate=estimate,
+                          journal=None if predictor else journal, group=group, sampler=sampler,
+                          progress=not predictor)
         if group.is_main:
             print(f"scenario {scenario.name}: {config.algorithm}, {config.evaluations} evaluations"
+                  + (" by the predictor" if predictor else "")
                   + (f", shared by {group.world_size} processes" if group.world_size > 1 else ""), file=sys.stderr)
-        for record in algorithm(problem, "val_top1", config.seed + number):
+        for record in algorithm(problem, objective, config.seed + number):
             everything.setdefault(record.key, record)
         evaluated += problem.evaluated
     history = list(everything.values())
     evaluated_by_rank = group.gather(evaluated)
-    winners = group.from_main(lambda: {s.name: _verify(s, history, tables[s.device], supernet, config, fixed, journal)
-                                       for s in config.scenarios})
+    check = evaluator if predictor else None
+    winners = group.from_main(lambda: {s.name: _verify(s, history, tables[s.device], supernet, config, fixed, journal,
+                                                       check) for s in config.scenarios})
+    predicted = history
+    if predictor:  # the history a reader ranks by val_top1 is what the supernet evaluated
+        history = list({v["arch_string"]: _record(v) for w in winners.values() for v in w["verified"]}.values())
     first = config.scenarios[0].metric
     front = pareto_front([dataclasses.replace(r, feasible=True) for r in history], [("val_top1", True), (first, False)])
     result = {
@@ -313,12 +373,15 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
         "winners": winners,
         "pareto_front": [r.key for r in front],
         "latency_metric": first,
+        "figures": _figures(config, predictor, first),
         "checkpoint": {"path": config.checkpoint, "command": meta.get("command")},
         "tables": {d: {"path": str(t.path), "fingerprint": t.fingerprint} for d, t in tables.items()},
-        "evaluations": len(history),
+        "evaluations": len(predicted),  # by the predictor in a guided search, else by the supernet
+        "supernet_evaluations": len(history),
         "world_size": group.world_size,
         "evaluated_by_rank": evaluated_by_rank,  # evaluator calls this run (journal replays not counted)
         "history": [r.to_dict() for r in history],
+        **({"predicted": [r.to_dict() for r in predicted]} if predictor else {}),
         "config": dataclasses.asdict(config),
         "command": command,
     }
@@ -328,7 +391,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     plot_search(result, out / "search.png")
     for name, w in winners.items():
         verdict = "meets" if w["meets_budget"] else "DOES NOT meet"
-        print(f"{name:>12}  {w['arch_string']}  val top1 {w['metrics']['val_top1']:.4f}  predicted "
+        guess = f" (predicted {w['metrics'][PREDICTED]:.4f})" if PREDICTED in w["metrics"] else ""
+        print(f"{name:>12}  {w['arch_string']}  val top1 {w['metrics']['val_top1']:.4f}{guess}  predicted "
               f"{w['predicted_latency_ms']:.2f} ms  measured {w['measured_latency_ms']:.2f} ms ({verdict} the budget "
               "when measured)")
     print(f"wrote {out / 'results.json'} and {out / 'search.png'}")
@@ -363,15 +427,41 @@ def _with_table_setting(config: SearchConfig, table: LatencyTable) -> SearchConf
                                runtime=table.settings.runtime)
 
 
+def _first_draws(config: SearchConfig) -> int:
+    """How many random candidates the algorithm draws before it breeds or models: the screened best fill them."""
+    return int(config.options.get("population") or config.options.get("initial") or 12)
+
+
+def _figures(config: SearchConfig, predictor: Any, metric: str) -> dict[str, str]:
+    """Where each figure of the results comes from: predicted or measured."""
+    figures = {"val_top1": "measured: the supernet's validation top-1 with inherited weights and batch norm "
+                           f"recalibrated on {config.calibration_size} training images",
+               metric: "predicted by the latency table", "flops": "counted", "params": "counted",
+               "measured_latency_ms": "measured end to end, as the table's entries were"}
+    if predictor:
+        figures[PREDICTED] = f"predicted by {describe(predictor)}"
+    return figures
+
+
+def _record(verified: dict[str, Any]) -> Record:
+    """The history record of a verified candidate (its supernet accuracy added to the predicted metrics)."""
+    return Record(verified["arch"], verified["arch_string"], verified["metrics"], verified["generation"],
+                  verified.get("feasible", True))
+
+
 def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supernet: Any, config: SearchConfig,
-            fixed: list[Bound], journal: Journal) -> dict[str, Any]:
+            fixed: list[Bound], journal: Journal, evaluator: SupernetEvaluator | None = None) -> dict[str, Any]:
     """Time the best candidates of ``scenario`` end to end; the first whose measurement meets the budget wins.
 
-    Timings are journalled like evaluations, so a resumed search picks the same winners.
+    With an ``evaluator`` (a guided search) the candidates are the best by predicted accuracy: each of the
+    ``--verify`` best is evaluated with the supernet too, and the winner is the most accurate by the supernet
+    among those whose measurement meets the budget (if none does, among all of them, with a warning).
+    Evaluations and timings are journalled, so a resumed search picks the same winners.
     """
     bound = Bound(scenario.metric, upper=scenario.latency_ms)
+    rank = PREDICTED if evaluator else "val_top1"
     candidates = sorted((r for r in history if bound.holds(r.metrics) and all(b.holds(r.metrics) for b in fixed)),
-                        key=lambda r: -r.metrics["val_top1"])
+                        key=lambda r: -r.metrics[rank])
     if not candidates:
         raise UserError(f"scenario {scenario.name}: no evaluated architecture meets its bounds; raise the budget "
                         "or --evaluations")
@@ -379,6 +469,12 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
     timer = table.timer(device)
     verified = []
     for record in candidates[:config.verify]:
+        if evaluator:
+            measured = journal.get(record.key)
+            if measured is None:
+                measured = evaluator(supernet.space.parse(record.key))
+                journal.put(record.key, measured)
+            record = dataclasses.replace(record, metrics={**record.metrics, **measured})
         key = f"{scenario.device}|{record.key}"
         timing = journal.measured(key, lambda: table.measure(  # the network the key names, as it was scored
             supernet.extract(supernet.space.parse(record.key)), device, timer))
@@ -391,10 +487,12 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
         v = verified[-1]
         print(f"verify {scenario.name:>10}  predicted {v['predicted_latency_ms']:6.2f} ms  measured "
               f"{v['measured_latency_ms']:6.2f} ms  {'within' if v['meets_budget'] else 'OVER'} budget  "
-              f"val top1 {record.metrics['val_top1']:.4f}  {record.key}")
-        if v["meets_budget"]:
+              f"val top1 {record.metrics['val_top1']:.4f}"
+              + (f" (predicted {record.metrics[PREDICTED]:.4f})" if evaluator else "") + f"  {record.key}")
+        if v["meets_budget"] and not evaluator:
             break
-    winner = next((v for v in verified if v["meets_budget"]), verified[0])
+    within = [v for v in verified if v["meets_budget"]]
+    winner = max(within or verified, key=lambda v: v["metrics"]["val_top1"])  # the first of equals
     if not winner["meets_budget"]:
         print(f"warning: scenario {scenario.name}: none of the {len(verified)} best candidates met the budget when "
               "measured; raise --verify or rebuild the latency table", file=sys.stderr)
