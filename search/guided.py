@@ -8,7 +8,7 @@ three steps per scenario:
    :func:`supernet.sampler.score` call, and predicts their accuracy in one batched call; the best seed the
    algorithm's first population (:class:`Seeded`), the rest of its random draws come from the window sampler.
 2. **Search.** The algorithm (evolution, NSGA-II, BO, random) ranks by ``predicted_top1``: each evaluation is a
-   predictor call, so a thousand cost about a second, and none is journalled (the predictor is deterministic:
+   predictor call (batched as the algorithm batches its candidates), so hundreds cost a second or less, and none is journalled (the predictor is deterministic:
    a rerun repeats them).
 3. **Verify.** The ``--verify`` best candidates by predicted accuracy are evaluated with the supernet
    (``val_top1``, as a direct search scores) and timed end to end, both journalled; the winner is the most
@@ -62,11 +62,11 @@ def describe(predictor: Predictor) -> str:
             f"held-out Kendall tau {'n/a' if tau is None else f'{tau:.3f}'})")
 
 
-def predictor_evaluator(predictor: Predictor) -> Callable[[Arch], Metrics]:
-    """The evaluator of a guided search: an architecture's predicted validation top-1."""
-    def evaluate(arch: Arch) -> Metrics:
-        return {PREDICTED: float(predictor.predict([arch])[0])}
-    return evaluate
+def predictor_evaluator(predictor: Predictor) -> Callable[[list[Arch]], list[Metrics]]:
+    """The batched evaluator of a guided search (``Problem.evaluate_many``): predicted validation top-1."""
+    def evaluate_many(archs: list[Arch]) -> list[Metrics]:
+        return [{PREDICTED: float(p)} for p in predictor.predict(archs).tolist()]
+    return evaluate_many
 
 
 def screen(space: Any, predictor: Predictor, latency: MetricTable, counts: MetricTable, budget_ms: float,

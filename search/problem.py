@@ -193,6 +193,9 @@ class Problem:
     space: SearchSpace
     evaluate: Callable[[Arch], Metrics]
     bounds: Sequence[Bound] = ()
+    # Optional: the metrics of many architectures in one call (a predictor's batched forward); every rank runs
+    # it on the whole batch, since sharing the work costs more than it saves. Used instead of ``evaluate``.
+    evaluate_many: Callable[[list[Arch]], list[Metrics]] | None = None
     estimate: Callable[[Arch], Metrics] | None = None
     sampler: Callable[[random.Random], Arch] | None = None  # random candidates; None: space.sample
     journal: Journal | None = None
@@ -217,22 +220,23 @@ class Problem:
         return self.group.world_size
 
     # ---- cheap side ------------------------------------------------------------------------------
-    def estimated(self, arch: Arch) -> Metrics:
-        """The cheap metrics of the network ``arch``'s key names (see :meth:`_evaluate`), cached by key."""
-        key = self.space.to_string(arch)
+    def estimated(self, arch: Arch, key: str | None = None) -> Metrics:
+        """The cheap metrics of the network ``arch``'s key names (see :meth:`_evaluate`), cached by key
+        (``key``: ``space.to_string(arch)`` where the caller has it)."""
+        key = key or self.space.to_string(arch)
         if key not in self._estimates:
-            self._estimates[key] = dict(self.estimate(self.network(arch))) if self.estimate else {}
+            self._estimates[key] = dict(self.estimate(self.network(arch, key))) if self.estimate else {}
         return self._estimates[key]
 
-    def network(self, arch: Arch) -> Arch:
+    def network(self, arch: Arch, key: str | None = None) -> Arch:
         """The network ``arch``'s key names: ``space.parse(key)`` where the space parses its strings (this
         project's do), else ``arch`` itself (a plain :class:`search.space.CategoricalSpace`)."""
         parse = getattr(self.space, "parse", None)
-        return parse(self.space.to_string(arch)) if parse else dict(arch)
+        return parse(key or self.space.to_string(arch)) if parse else dict(arch)
 
-    def plausible(self, arch: Arch) -> bool:
+    def plausible(self, arch: Arch, key: str | None = None) -> bool:
         """No bound on an estimated metric is broken (bounds on evaluated metrics are checked later)."""
-        cheap = self.estimated(arch)
+        cheap = self.estimated(arch, key)
         return all(b.holds(cheap) for b in self.bounds if b.metric in cheap)
 
     def sample(self, rng: random.Random) -> Arch:
@@ -246,7 +250,7 @@ class Problem:
         for _ in range(self.max_tries):
             arch = make()
             key = self.space.to_string(arch)
-            if key not in self.seen and key not in exclude and self.plausible(arch):
+            if key not in self.seen and key not in exclude and self.plausible(arch, key):
                 return arch
         bounds = ", ".join(map(str, self.bounds)) or "none"
         raise UserError(f"no new feasible architecture in {self.max_tries} tries (bounds: {bounds}): the space "
@@ -288,16 +292,36 @@ class Problem:
             else:
                 self._metrics[key] = known
                 self.replayed += 1
-        fresh = self.group.map(self._evaluate, list(todo.values()))
-        if self._bar is not None and self.world_size > 1:
-            self._bar.update(len(fresh) - len(range(self.group.rank, len(fresh), self.world_size)))
+        if self.evaluate_many:
+            fresh = self._evaluate_batch(todo)
+        else:
+            fresh = self.group.map(self._evaluate, list(todo.values()))
+            if self._bar is not None and self.world_size > 1:
+                self._bar.update(len(fresh) - len(range(self.group.rank, len(fresh), self.world_size)))
         self._metrics.update(zip(todo, fresh))
-        if self.journal is not None and self.world_size > 1 and fresh:
+        if self.journal is not None and (self.world_size > 1 or self.evaluate_many) and fresh:
             self.journal.put_many(dict(zip(todo, fresh)), save=self.group.is_main)
         records = [self._record(arch, key, generation) for arch, key in zip(archs, keys)]
         if self._bar is not None:
             self._bar.update(len(records) - len(fresh))  # the replayed and repeated ones
         return records
+
+    def _evaluate_batch(self, todo: Mapping[str, Arch]) -> list[Metrics]:
+        """The batch ``todo`` (key -> architecture) through ``evaluate_many`` on this rank, estimates added."""
+        if not todo:
+            return []
+        networks = [self.network(arch, key) for key, arch in todo.items()]
+        evaluated = list(self.evaluate_many(networks))
+        if len(evaluated) != len(networks):
+            raise UserError(f"evaluate_many returned {len(evaluated)} results for {len(networks)} architectures; "
+                            "it must return one dict of metrics per architecture, in order")
+        fresh = [{**self.estimated(arch, key), **m} for (key, arch), m in zip(todo.items(), evaluated)]
+        self.evaluated += len(fresh)
+        for metrics in fresh[:1]:
+            self._check_names(metrics)
+        if self._bar is not None:
+            self._bar.update(len(fresh))
+        return fresh
 
     def _evaluate(self, arch: Arch) -> Metrics:
         """One real evaluation on this rank (estimated metrics included), of the network ``arch``'s key names.
@@ -306,10 +330,11 @@ class Problem:
         may run other ops than ``arch`` (two convs from the input where it runs one and a skip), so it is what
         is estimated and scored, as it is what an export, retraining or ensemble of that key builds.
         """
-        metrics = {**self.estimated(arch), **self.evaluate(self.network(arch))}
+        key = self.space.to_string(arch)
+        metrics = {**self.estimated(arch, key), **self.evaluate(self.network(arch, key))}
         self.evaluated += 1
         if self.journal is not None and self.world_size == 1:
-            self.journal.put(self.space.to_string(arch), metrics)  # at once: an interruption loses nothing
+            self.journal.put(key, metrics)  # at once: an interruption loses nothing
         self._check_names(metrics)  # on the first evaluation, not after a batch of them
         if self._bar is not None:
             self._bar.update(1)

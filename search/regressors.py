@@ -149,6 +149,7 @@ class GP:
     def __init__(self, x: torch.Tensor, alpha: torch.Tensor, lengthscale: float, mean: float, scale: float):
         self.x, self.alpha = x.double(), alpha.double()
         self.lengthscale, self.mean, self.scale = float(lengthscale), float(mean), float(scale)
+        self._known = (self.x * self.x).sum(1)  # the training rows' squared norms, for every prediction
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> "GP":
@@ -162,8 +163,7 @@ class GP:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean, ``ROWS`` rows at a time (squared distances by the dot-product form)."""
-        out = []
-        known = (self.x * self.x).sum(1)
+        out, known = [], self._known
         for rows in x.double().split(ROWS):
             squared = ((rows * rows).sum(1)[:, None] + known[None, :] - 2 * rows @ self.x.T).clamp_min(0.0)
             d = squared.sqrt() / self.lengthscale

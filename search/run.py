@@ -134,7 +134,7 @@ class SearchConfig:
 
 
 MAX_SCREEN = 1_000_000  # features of a million architectures: about 0.5 GB
-DIRECT_EVALUATIONS, GUIDED_EVALUATIONS, GUIDED_BO_EVALUATIONS = 48, 1000, 150  # BO refits a GP every step
+DIRECT_EVALUATIONS, GUIDED_EVALUATIONS, GUIDED_BO_EVALUATIONS = 48, 300, 150  # BO refits a GP every step
 RUN_FILES = ("journal.json", "results.json", "search.png")  # what makes OUT a search; --overwrite removes them
 
 
@@ -331,8 +331,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     if len(journal) and group.is_main:
         print(f"resuming {out / 'journal.json'}: {len(journal)} evaluations and {len(journal.measurements)} timings "
               "recorded are replayed, not redone", file=sys.stderr)
-    evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size,
-                                  threads=AdaptiveThreads(say=group.is_main))
+    threads = AdaptiveThreads(say=group.is_main)
+    evaluator = SupernetEvaluator(supernet, splits, calibration_size=config.calibration_size, threads=threads)
     objective = PREDICTED if predictor else "val_top1"
     if predictor and group.is_main:
         print(f"accuracy predicted by {describe(predictor)}; the {config.verify} best of each scenario are then "
@@ -344,10 +344,11 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     for number, scenario in enumerate(config.scenarios):
         sampler = within_budget(scenario, space, tables[scenario.device], group.is_main)
         if predictor:
+            threads.update()  # a batched predictor waits on a busy core's thread like an evaluation does
             best = screen(space, predictor, tables[scenario.device].metric_table(), counts, scenario.latency_ms, fixed,
                           count=config.screen, keep=_first_draws(config), seed=config.seed + number)
             sampler = Seeded(best, sampler or space.sample)
-        problem = Problem(space, predictor_evaluator(predictor) if predictor else evaluator,
+        problem = Problem(space, evaluator, evaluate_many=predictor_evaluator(predictor) if predictor else None,
                           bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed], estimate=estimate,
                           journal=None if predictor else journal, group=group, sampler=sampler,
                           progress=not predictor)

@@ -134,3 +134,26 @@ def test_a_predictor_of_another_checkpoint_is_refused(tmp_path: Path, guided_che
     assert refused.returncode == 2 and "was fitted for checkpoint" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_a_batched_evaluator_gives_the_history_of_the_one_by_one_evaluator() -> None:
+    from search.problem import Problem
+    from search.space import CategoricalSpace
+    from search.strategies import regularized_evolution
+
+    space = CategoricalSpace({"a": list(range(6)), "b": list(range(5)), "c": ["x", "y"]})
+    score = lambda arch: {"score": arch["a"] * 1.5 - (arch["b"] - 2) ** 2 + (arch["c"] == "y")}  # noqa: E731
+    calls: list[int] = []
+
+    def many(archs: list[dict]) -> list[dict]:
+        calls.append(len(archs))
+        return [score(a) for a in archs]
+
+    runs = [regularized_evolution(Problem(space, score, evaluate_many=batched, progress=False), objective="score",
+                                  evaluations=30, population=6, children=3, tournament=2, seed=4)
+            for batched in (None, many)]
+    assert [(r.key, r.metrics) for r in runs[0]] == [(r.key, r.metrics) for r in runs[1]]
+    assert calls[0] == 6 and set(calls[1:]) <= {3} and sum(calls) == 30  # a population, then generations
+    broken = Problem(space, score, evaluate_many=lambda archs: [], progress=False)
+    with pytest.raises(UserError, match="evaluate_many returned 0 results for 6 architectures"):
+        regularized_evolution(broken, objective="score", evaluations=10, population=6, children=3, tournament=2)
