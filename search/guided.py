@@ -33,7 +33,7 @@ from supernet.errors import UserError
 from supernet.sampler import MetricTable, decode, sample, score
 
 PREDICTED = "predicted_top1"
-DEFAULT_SCREEN = 100_000
+DEFAULT_SCREEN = 20_000
 AUTO, NONE = "auto", "none"
 
 

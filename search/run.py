@@ -311,11 +311,13 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
         if lowest > scenario.latency_ms:
             raise UserError(f"scenario {scenario.name}: the budget is below the lowest latency the table predicts for "
                             f"any subnet ({lowest:.2f} ms on {scenario.device}): raise it")
-        highest = tables[scenario.device].highest_ms()
-        if scenario.latency_ms >= highest and group.is_main:
-            print(f"note: scenario {scenario.name}: every subnet meets the budget on this machine (the table predicts "
-                  f"{lowest:.2f} to {highest:.2f} ms on {scenario.device}), so it does not bind; a budget in that range "
-                  "trades accuracy for latency", file=sys.stderr)
+    for device, table in tables.items():
+        loose = [s.name for s in config.scenarios if s.device == device and s.latency_ms >= table.highest_ms()]
+        if loose and group.is_main:
+            which = f"scenario {loose[0]}" if len(loose) == 1 else f"scenarios {loose[0]} to {loose[-1]} ({len(loose)})"
+            print(f"note: {which}: every subnet meets the budget on this machine (the table predicts "
+                  f"{table.lowest_ms():.2f} to {table.highest_ms():.2f} ms on {device}), so it does not bind; a "
+                  "budget in that range trades accuracy for latency", file=sys.stderr)
     config = _with_table_setting(config, next(iter(tables.values())))
     counts = flops_params_table(space.config)
 
@@ -341,7 +343,15 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
              if b.upper is not None]
     everything: dict[str, Record] = {}
     evaluated = 0
+    unbound: dict[str, str] = {}  # device -> the first scenario whose budget every subnet meets
     for number, scenario in enumerate(config.scenarios):
+        if scenario.latency_ms >= tables[scenario.device].highest_ms():
+            if scenario.device in unbound:  # the same search as that one's: its winner is picked from the same
+                if group.is_main:
+                    print(f"scenario {scenario.name}: its budget does not bind, as {unbound[scenario.device]}'s did "
+                          "not: that search serves it", file=sys.stderr)
+                continue
+            unbound[scenario.device] = scenario.name
         sampler = within_budget(scenario, space, tables[scenario.device], group.is_main)
         if predictor:
             threads.update()  # a batched predictor waits on a busy core's thread like an evaluation does

@@ -120,6 +120,13 @@ def test_a_search_uses_the_predictor_beside_the_checkpoint_and_the_supernet_chec
                         str(tmp_path / "report.md"))
     assert report.returncode == 0
 
+    loose = [f"cpu:{round(table.highest_ms() + extra, 2):g}" for extra in (1, 2)]  # budgets every subnet meets
+    swept = run_module(args[0], *args[3:-1], str(tmp_path / "loose"), "--scenarios", ",".join(loose)).stderr
+    assert args[1] == "--latency-ms" and f"scenarios {loose[0]} to {loose[1]} (2): every subnet meets" in swept
+    assert f"scenario {loose[1]}: its budget does not bind, as {loose[0]}'s did not: that search serves it" in swept
+    both = json.loads((tmp_path / "loose" / "results.json").read_text())
+    assert both["evaluations"] == 60 and both["winners"][loose[0]]["arch_string"] == both["winners"][loose[1]]["arch_string"]
+
     direct = run_module(*args[:-1], str(tmp_path / "direct"), "--predictor", "none", "--evaluations", "3")
     assert "predicted by" not in direct.stderr
     assert "predicted" not in json.loads((tmp_path / "direct" / "results.json").read_text())
