@@ -75,6 +75,10 @@ def search_section(results: dict[str, Any], out: Path, base: Path) -> list[str]:
         f"evaluated, seed {config.get('seed', '?')}",
         f"- supernet: `{results.get('checkpoint', {}).get('path', config.get('checkpoint', '?'))}`",
     ]
+    if "predicted_top1" in results.get("figures", {}):  # a guided search: say which accuracies are whose
+        lines.append(f"- accuracy: the search ranked by predicted top-1 ({results['figures']['predicted_top1']}); "
+                     f"the {len(history)} best were evaluated by the supernet, and every val top-1 below is the "
+                     "supernet's")
     for device, t in results.get("tables", {}).items():
         fp = t.get("fingerprint", {})
         what = fp.get("gpu") or fp.get("cpu") or device

@@ -134,7 +134,7 @@ class SearchConfig:
 
 
 MAX_SCREEN = 1_000_000  # features of a million architectures: about 0.5 GB
-DIRECT_EVALUATIONS, GUIDED_EVALUATIONS, GUIDED_BO_EVALUATIONS = 48, 300, 150  # BO refits a GP every step
+DIRECT_EVALUATIONS, GUIDED_EVALUATIONS, GUIDED_BO_EVALUATIONS = 48, 300, 60  # BO refits its GP every step
 RUN_FILES = ("journal.json", "results.json", "search.png")  # what makes OUT a search; --overwrite removes them
 
 
