@@ -14,9 +14,8 @@ from supernet.io import atomic_write
 def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Every evaluated architecture (predicted latency, validation accuracy) coloured by generation (with a
     colour bar; behind them in grey, what a guided search's predictor scored, at its predicted accuracy), the
-    Pareto front, each scenario's budget (a dashed line) and winner (a star at its predicted
-    latency, a cross at its measured one, joined), all in the legend. Stars shrink scenario by scenario, so
-    that several scenarios sharing one winner all stay visible."""
+    Pareto front, and each scenario's budget and winner (see :func:`_each_scenario`; beyond
+    :data:`FEW_SCENARIOS`, a sweep, :func:`_many_scenarios`), every mark in the legend or on a colour bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,15 +28,34 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
     if guessed:
         ax.scatter([r["metrics"][metric] for r in guessed], [100 * r["metrics"]["predicted_top1"] for r in guessed],
                    s=5, color="tab:gray", alpha=0.35, label="scored by the predictor (predicted top-1)")
+    few = len(results["scenarios"]) <= FEW_SCENARIOS  # else the colour bar is the budgets'
     points = ax.scatter([r["metrics"][metric] for r in history], [100 * r["metrics"]["val_top1"] for r in history],
-                        s=12, c=[r["generation"] for r in history], cmap="viridis",
+                        s=12, c=[r["generation"] for r in history] if few else "tab:blue", cmap="viridis" if few else None,
                         label="evaluated by the supernet" if guessed else "evaluated")
-    if len({r["generation"] for r in history}) > 1:
+    if len({r["generation"] for r in history}) > 1 and few:
         fig.colorbar(points, ax=ax, pad=0.01).set_label("generation (epoch for differentiable search)")
     front = [by_key[k] for k in results["pareto_front"] if k in by_key]
     front.sort(key=lambda r: r["metrics"][metric])
     ax.step([r["metrics"][metric] for r in front], [100 * r["metrics"]["val_top1"] for r in front], where="post",
             color="tab:gray", linewidth=1, label="Pareto front")
+    scenarios = results["scenarios"]
+    if len(scenarios) <= FEW_SCENARIOS:
+        _each_scenario(ax, plt, results)
+    else:
+        _many_scenarios(fig, ax, plt, results, xmax=max(r["metrics"][metric] for r in history + guessed))
+    ax.set_xlabel(f"latency (ms), {metric.split('@')[-1]}: predicted by the table unless marked measured")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6 if len(scenarios) > 3 else 7, loc="best", ncol=2 if 3 < len(scenarios) and few else 1)
+    return save_png(fig, path)
+
+
+FEW_SCENARIOS = 6  # up to this many, each scenario's budget and winner has its own legend entries
+
+
+def _each_scenario(ax: Any, plt: Any, results: dict[str, Any]) -> None:
+    """Each scenario's budget (a dashed line) and winner (a star at its predicted latency, a cross at its
+    measured one, joined), in its own colour and legend entries; stars shrink scenario by scenario."""
     colours = plt.get_cmap("tab10")
     scenarios = results["scenarios"]
     for i, scenario in enumerate(scenarios):
@@ -51,11 +69,30 @@ def plot_search(results: dict[str, Any], path: str | os.PathLike) -> Path:
                    color=colour, edgecolor="black", zorder=4 + i, label=f"{scenario['name']} winner, predicted")
         ax.scatter([w["measured_latency_ms"]], [y], marker="x", s=60, color=colour, zorder=4 + i,
                    label=f"{scenario['name']} winner, measured")
-    ax.set_xlabel(f"latency (ms), {metric.split('@')[-1]}: predicted by the table unless marked measured")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6 if len(scenarios) > 3 else 7, loc="best", ncol=2 if len(scenarios) > 3 else 1)
-    return save_png(fig, path)
+
+
+def _many_scenarios(fig: Any, ax: Any, plt: Any, results: dict[str, Any], xmax: float) -> None:
+    """Many scenarios (a sweep of budgets): every winner coloured by its budget on one colour bar, two legend
+    entries for all, and the budgets as dotted lines where they fall among the points (one past them all
+    would only squash the picture)."""
+    from matplotlib.colors import Normalize
+
+    scenarios = results["scenarios"]
+    budgets = [s["latency_ms"] for s in scenarios]
+    winners = [results["winners"][s["name"]] for s in scenarios]
+    cmap, norm = plt.get_cmap("plasma"), Normalize(min(budgets), max(budgets))
+    ys = [100 * w["metrics"]["val_top1"] for w in winners]
+    for budget, w, y in zip(budgets, winners, ys):
+        if budget <= xmax * 1.05:
+            ax.axvline(budget, color=cmap(norm(budget)), linestyle=":", linewidth=0.6, alpha=0.6)
+        ax.plot([w["predicted_latency_ms"], w["measured_latency_ms"]], [y, y], color=cmap(norm(budget)),
+                linewidth=0.6, zorder=3)
+    stars = ax.scatter([w["predicted_latency_ms"] for w in winners], ys, marker="*", s=110, c=budgets, cmap=cmap,
+                       norm=norm, edgecolor="black", linewidth=0.4, zorder=4,
+                       label=f"winners of {len(scenarios)} budgets, predicted latency (budgets dotted)")
+    ax.scatter([w["measured_latency_ms"] for w in winners], ys, marker="x", s=36, c=budgets, cmap=cmap, norm=norm,
+               zorder=4, label="winners, measured latency")
+    fig.colorbar(stars, ax=ax, pad=0.01).set_label(f"budget (ms), {scenarios[0]['name'].rsplit(':', 1)[0]}")
 
 
 def save_png(fig: Any, path: str | os.PathLike, rect: tuple[float, float, float, float] | None = None) -> Path:
