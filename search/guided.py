@@ -8,8 +8,8 @@ three steps per scenario:
    :func:`supernet.sampler.score` call, and predicts their accuracy in one batched call; the best seed the
    algorithm's first population (:class:`Seeded`), the rest of its random draws come from the window sampler.
 2. **Search.** The algorithm (evolution, NSGA-II, BO, random) ranks by ``predicted_top1``: each evaluation is a
-   predictor call (batched as the algorithm batches its candidates), so hundreds cost a second or less, and none is journalled (the predictor is deterministic:
-   a rerun repeats them).
+   predictor call (batched as the algorithm batches its candidates), so hundreds cost a second or less, and
+   none is journalled (the predictor is deterministic: a rerun repeats them).
 3. **Verify.** The ``--verify`` best candidates by predicted accuracy are evaluated with the supernet
    (``val_top1``, as a direct search scores) and timed end to end, both journalled; the winner is the most
    accurate *by the supernet* whose measured latency meets the budget.

@@ -29,7 +29,8 @@ def test_folder_names() -> None:
     (["--latency-ms", "12", "--seed", "3"], "runs/evolve/mbv3-cpu-12ms-seed3"),
     (["--scenarios", "cpu:9,cpu:10,cpu:12"], "runs/evolve/mbv3-cpu-9ms_cpu-10ms_cpu-12ms-seed0"),
     (["--latency-ms", "10", "--algorithm", "nsga2"], "runs/evolve/mbv3-cpu-10ms-nsga2-seed0"),
-    (["--latency-ms", "10", "--evaluations", "48", "--verify", "2"], "runs/evolve/mbv3-cpu-10ms-seed0"),  # defaults
+    # the defaults (guided: the shipped checkpoint has a predictor)
+    (["--latency-ms", "10", "--evaluations", "300", "--verify", "2"], "runs/evolve/mbv3-cpu-10ms-seed0"),
     (["--latency-ms", "10", "--out", "mine"], "mine"),
 ])
 def test_evolve_default_folders(argv: list[str], folder: str) -> None:
