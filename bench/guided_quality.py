@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from search import evolve  # noqa: E402
 from search.accuracy import kendall_tau  # noqa: E402
 from search.features import features  # noqa: E402
-from search.guided import predictor_path  # noqa: E402
+from search.predictor import default_out, output_paths  # noqa: E402
 from search.latency import table_for  # noqa: E402
 from search.regressors import KINDS  # noqa: E402
 from supernet.checkpoint import PRETRAINED, load_supernet  # noqa: E402
@@ -88,7 +88,7 @@ def search_quality(checkpoint: str, seeds: int, fractions: list[float], scratch:
 
 
 def tau_by_size(checkpoint: str, sizes: list[int]) -> None:
-    journal_path = Path(predictor_path(checkpoint)).with_name(Path(checkpoint).stem + ".predictor.journal.json")
+    journal_path = output_paths(default_out(checkpoint))["journal"]
     if not journal_path.is_file():
         print(f"tau by size: no fit journal at {journal_path}; run `python -m search.predictor fit` first")
         return
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,300,1000", help="training evaluations for the tau curve")
     parser.add_argument("--skip-search", action="store_true", help="only the tau curve")
     args = parser.parse_args()
-    if not predictor_path(args.checkpoint).is_file():
+    if not Path(default_out(args.checkpoint)).is_file():
         raise SystemExit(f"no predictor beside {args.checkpoint}: fit one with `python -m search.predictor fit`")
     tau_by_size(args.checkpoint, [int(s) for s in args.sizes.split(",")])
     if not args.skip_search:

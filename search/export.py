@@ -228,7 +228,7 @@ def winner_of(results: Any, scenario: str | None, path: str, space: Space) -> di
     and the search scored (for NAS-Bench-201, the representative of the searched cell's class)."""
     name, winner = winner_entry(results, scenario, path)
     try:
-        return space.parse(space.to_string(space.validate(winner["arch"])))
+        return space.parse(space.to_string(winner["arch"]))  # to_string validates
     except UserError as err:
         raise UserError(f"{path}: the winner of {name!r} is not an architecture of this supernet ({err})") from None
 

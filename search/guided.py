@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from search.predictor import Predictor, load_predictor
+from search.predictor import Predictor, default_out, load_predictor
 from search.problem import Bound, Metrics
 from search.space import Arch
 from supernet.errors import UserError
@@ -37,21 +37,20 @@ DEFAULT_SCREEN = 20_000
 AUTO, NONE = "auto", "none"
 
 
-def predictor_path(checkpoint: str | Path) -> Path:
-    """Where ``python -m search.predictor fit`` writes the predictor of ``checkpoint`` by default."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ".predictor.pt")
+def predictor_choice(choice: str, checkpoint: str) -> str:
+    """``--predictor`` resolved: ``auto`` becomes the file ``python -m search.predictor fit`` writes beside
+    ``checkpoint`` if it exists, else ``none``; anything else is kept."""
+    if choice != AUTO:
+        return choice
+    beside = default_out(checkpoint)
+    return beside if Path(beside).is_file() else NONE
 
 
 def resolve_predictor(choice: str, checkpoint: str, space: Any) -> Predictor | None:
-    """The predictor a search uses: ``auto`` the one beside ``checkpoint`` if there is one (else None),
-    ``none`` none, else the file named; one fitted for another space or checkpoint is refused in one line."""
-    if choice == NONE:
-        return None
-    path = predictor_path(checkpoint) if choice == AUTO else Path(choice)
-    if choice == AUTO and not path.is_file():
-        return None
-    return load_predictor(path, space=space, checkpoint=checkpoint)
+    """The predictor a search uses (``choice`` as :func:`predictor_choice` resolves it), or None for ``none``;
+    one fitted for another space or checkpoint is refused in one line."""
+    choice = predictor_choice(choice, checkpoint)
+    return None if choice == NONE else load_predictor(choice, space=space, checkpoint=checkpoint)
 
 
 def describe(predictor: Predictor) -> str:

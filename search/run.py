@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from search.evaluate import DEFAULT_CALIBRATION, SupernetEvaluator, checkpoint_splits
 from search.guided import (AUTO, DEFAULT_SCREEN, NONE, PREDICTED, Seeded, describe, predictor_evaluator,
-                           predictor_path, resolve_predictor, screen)
+                           predictor_choice, resolve_predictor, screen)
 from search.latency import (BATCH_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_THREADS, THREADS, LatencyTable, parse_device,
                             table_for)
 from search.plot import plot_search
@@ -205,9 +205,7 @@ def resolve(args: argparse.Namespace, algorithm: str, options: dict[str, Any],
                         "each device's cached table")
     common = {f.name for f in dataclasses.fields(SearchConfig)} - {"scenarios", "algorithm", "options", "out",
                                                                    "predictor", "evaluations"}
-    predictor = args.predictor
-    if predictor == AUTO:
-        predictor = str(predictor_path(args.checkpoint)) if predictor_path(args.checkpoint).is_file() else NONE
+    predictor = predictor_choice(args.predictor, args.checkpoint)
     default = (DIRECT_EVALUATIONS if predictor == NONE else
                GUIDED_BO_EVALUATIONS if algorithm == "bo" else GUIDED_EVALUATIONS)
     evaluations = args.evaluations or default
@@ -311,12 +309,13 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
         if lowest > scenario.latency_ms:
             raise UserError(f"scenario {scenario.name}: the budget is below the lowest latency the table predicts for "
                             f"any subnet ({lowest:.2f} ms on {scenario.device}): raise it")
+    highest = {device: table.highest_ms() for device, table in tables.items()}
     for device, table in tables.items():
-        loose = [s.name for s in config.scenarios if s.device == device and s.latency_ms >= table.highest_ms()]
+        loose = [s.name for s in config.scenarios if s.device == device and s.latency_ms >= highest[device]]
         if loose and group.is_main:
             which = f"scenario {loose[0]}" if len(loose) == 1 else f"scenarios {loose[0]} to {loose[-1]} ({len(loose)})"
             print(f"note: {which}: every subnet meets the budget on this machine (the table predicts "
-                  f"{table.lowest_ms():.2f} to {table.highest_ms():.2f} ms on {device}), so it does not bind; a "
+                  f"{table.lowest_ms():.2f} to {highest[device]:.2f} ms on {device}), so it does not bind; a "
                   "budget in that range trades accuracy for latency", file=sys.stderr)
     config = _with_table_setting(config, next(iter(tables.values())))
     counts = flops_params_table(space.config)
@@ -345,7 +344,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
     evaluated = 0
     unbound: dict[str, str] = {}  # device -> the first scenario whose budget every subnet meets
     for number, scenario in enumerate(config.scenarios):
-        if scenario.latency_ms >= tables[scenario.device].highest_ms():
+        if scenario.latency_ms >= highest[scenario.device]:
             if scenario.device in unbound:  # the same search as that one's: its winner is picked from the same
                 if group.is_main:
                     print(f"scenario {scenario.name}: its budget does not bind, as {unbound[scenario.device]}'s did "
