@@ -58,7 +58,7 @@ from supernet.checkpoint import FORMAT, load_resumable, load_supernet, restore, 
 from supernet.data import DEFAULT_DATA, ImageSet, batches, load_splits
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, float_range, int_range,
                              non_negative_float, positive_float, random_seed, run_cli)
-from supernet.family import build_supernet, get_space, input_shape
+from supernet.family import build_supernet, data_format, get_space
 from supernet.io import write_json
 from supernet.outdir import budget_label, claim_folder, run_folder
 from supernet.sampler import flops_params_table, score_python
@@ -315,8 +315,7 @@ def search(config: DnasConfig, resume: bool = False, command: list[str] | None =
     if lowest > config.latency_ms:
         raise UserError(f"--latency-ms {config.latency_ms:g} is below the lowest latency the table predicts for "
                         f"any subnet ({lowest:.2f} ms on {device}): raise it")
-    channels, size, _ = input_shape(space.config)
-    splits = load_splits(config.data, channels=channels, size=size, val_size=config.val_size, seed=config.seed,
+    splits = load_splits(config.data, **data_format(space.config), val_size=config.val_size, seed=config.seed,
                          num_classes=space.config.num_classes)
     if config.subset > len(splits.train):
         raise UserError(f"--subset {config.subset} is more than the {len(splits.train)} training images; lower it")
@@ -534,7 +533,8 @@ def parse_args(argv: list[str] | None) -> tuple[DnasConfig, bool, bool]:
              "arch_weight_decay": "weight decay of the logits", "tau_max": "gdas: Gumbel temperature at the start",
              "tau_min": "gdas: Gumbel temperature at the end",
              "crop_padding": "random crops zero-padded by this many pixels (CIFAR-10: 4); 0: none",
-             "flip": "random horizontal flips", "subset": "train on the first N training images only (0: all)",
+             "flip": "random horizontal flips of images (audio clips are never flipped)",
+             "subset": "train on the first N training images only (0: all)",
              "calibration_size": "training images that recalibrate batch norm when a derived cell is scored",
              "seed": "logits init, weights init, data order, Gumbel draws",
              "checkpoint_every": "steps between writes of OUT/last.pt",

@@ -41,7 +41,7 @@ from supernet.evaluate import predict, recalibrate_bn
 from supernet.io import write_json
 from supernet.outdir import claim_folder
 from supernet.schema import NUMBER, TEXT, Nullable, Optional
-from supernet.family import Space
+from supernet.family import Space, input_description, input_shape
 
 # Scoring one combination costs about 1 ms on 5,000 validation images on one busy core; beyond this many
 # combinations select() switches from exhaustive search to greedy forward selection (about 20 s at most).
@@ -320,9 +320,8 @@ def _export(ensemble: Ensemble, report: dict[str, Any], config: EnsembleConfig, 
                 "latency": {"device": config.device, "budget_ms": config.latency_ms,
                             "predicted_ms": e["predicted_latency_ms"], "measured_ms": e["measured_latency_ms"]},
                 "space": space.name, "checkpoint": config.checkpoint,
-                "input": {"shape": ["N", space.in_channels, space.input_size, space.input_size],
-                          "dtype": "float32", "range": [0.0, 1.0]}}
-    example = torch.rand(2, space.in_channels, space.input_size, space.input_size)
+                "input": input_description(space)}
+    example = torch.rand(2, *input_shape(space))
     return export(ensemble, path, metadata, example)
 
 

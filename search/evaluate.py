@@ -17,6 +17,7 @@ from supernet.checkpoint import trained_classes
 from supernet.cpuload import AdaptiveThreads
 from supernet.data import Splits, load_splits
 from supernet.evaluate import accuracy, recalibrate_bn
+from supernet.family import data_format
 from supernet.io import read_json, write_json
 
 DEFAULT_CALIBRATION = 1000
@@ -30,7 +31,7 @@ def checkpoint_splits(data: str, meta: Mapping[str, Any], config: Any, checkpoin
     Every command that scores subnets with inherited or retrained weights loads its data here, so a subnet's
     validation accuracy means the same images in a search, a retraining, an ensemble and a predictor.
     """
-    return load_splits(data, channels=config.in_channels, size=config.input_size,
+    return load_splits(data, **data_format(config),
                        val_size=meta.get("train_config", {}).get("val_size", 5000), num_classes=config.num_classes,
                        trained=(trained_classes(meta, config), f"checkpoint {checkpoint}"))
 

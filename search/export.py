@@ -51,7 +51,7 @@ from supernet.errors import ArgumentParser, UserError, gist, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write, refuse_folder
 from supernet.outdir import claim_file
-from supernet.family import Space, config_from_dict, space_of
+from supernet.family import Space, config_from_dict, data_format, input_description, input_shape, space_of
 
 INPUT, OUTPUT = "images", "logits"
 ONNX_EXTRA = "pip install 'oneshot-nas[onnx]'"
@@ -367,7 +367,7 @@ def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
     chosen = from_subnet_checkpoint(args.subnet) if args.subnet else from_supernet(args)
     config, subnet, known, latency = chosen.space.config, chosen.subnet, chosen.known, chosen.latency
     if "val_top1" not in known:
-        splits = load_splits(args.data or chosen.data, channels=config.in_channels, size=config.input_size, val_size=chosen.val_size,
+        splits = load_splits(args.data or chosen.data, **data_format(config), val_size=chosen.val_size,
                              num_classes=config.num_classes,
                              trained=(chosen.classes or config.num_classes, f"checkpoint {chosen.checkpoint}"))
         if chosen.calibration_size:
@@ -384,11 +384,9 @@ def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
     metadata = {"arch": chosen.space.to_string(chosen.arch), "arch_dict": chosen.arch, "space": config.name,
                 "checkpoint": chosen.checkpoint, **chosen.source, **known, "latency": latency,
                 "torch": torch.__version__,
-                "input": {"name": INPUT, "shape": ["N", config.in_channels, config.input_size, config.input_size],
-                          "dtype": "float32", "range": [0.0, 1.0]},
+                "input": {"name": INPUT, **input_description(config)},
                 "output": {"name": OUTPUT, "shape": ["N", config.num_classes]}}
-    example = torch.rand(2, config.in_channels, config.input_size, config.input_size,
-                         generator=torch.Generator().manual_seed(0))
+    example = torch.rand(2, *input_shape(config), generator=torch.Generator().manual_seed(0))
     print(f"arch     {metadata['arch']}")
     print("accuracy " + "  ".join(f"{k} {known[k]:.4f}" for k in ("val_top1", "test_top1") if k in known))
     print(f"latency  {latency['latency_ms']:.3f} ms (spread {latency['spread_ms']:.3f}) on {latency['device']}, "

@@ -1,7 +1,9 @@
 """Datasets held in memory as uint8 tensors, with fixed train / validation / test splits.
 
 Fashion-MNIST comes from the Debian package ``dataset-fashion-mnist`` (IDX files); ``--data DIR`` also takes
-an ImageFolder-style directory (``DIR/train/<class>/*.png`` and ``DIR/test/<class>/*.png``). The validation
+an ImageFolder-style directory (``DIR/train/<class>/*.png`` and ``DIR/test/<class>/*.png``). Spaces with an
+audio front end take WAV files instead (:mod:`supernet.audio`: FSDD's layout or class folders), held as int16
+clips ``[N, 1, 1, samples]`` in the same :class:`ImageSet`, so batching and scoring treat both alike. The validation
 split is a fixed, seeded draw from the training images and is what search sees; the test split is only for
 final numbers.
 
@@ -28,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from supernet.audio import is_audio_folder, load_audio
 from supernet.errors import UserError, gist
+from supernet.frontend import LogMelConfig
 from supernet.io import atomic_serialize, cache_dir
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
@@ -41,7 +45,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class ImageSet:
-    """Images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``."""
+    """Images as uint8 ``[N, C, H, W]`` (or audio clips as int16 ``[N, 1, 1, samples]``) and labels as int64
+    ``[N]``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -262,15 +267,22 @@ def _check_trained(root: Path, count: int, trained: tuple[int, str] | None) -> N
 
 
 def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int = 28, val_size: int = 5000,
-                seed: int = 0, num_classes: int | None = None, trained: tuple[int, str] | None = None) -> Splits:
+                seed: int = 0, num_classes: int | None = None, trained: tuple[int, str] | None = None,
+                audio: LogMelConfig | None = None) -> Splits:
     """Load a dataset and cut the fixed validation split (``val_size`` training images, seeded).
+
+    ``audio``: the space's audio front end; the dataset must then be WAV files, read as clips of its
+    ``samples`` at its sample rate (``channels`` and ``size`` are then 1 and ``samples``, as
+    :func:`supernet.family.data_format` gives them).
 
     ``num_classes``: the model's outputs; a dataset with more classes is refused (its labels would not fit).
     ``trained``: (classes, what) of a trained model about to be scored on the data, e.g. ``(10, "checkpoint
     x.pt")``: a dataset with another number of classes is refused, naming both (its accuracy would be noise).
     """
     root = Path(data)
-    if (root / IDX_FILES["train"][0]).exists():
+    if audio is not None or (root.is_dir() and is_audio_folder(root)):
+        train, test, classes = _load_audio_splits(root, audio, num_classes, trained)
+    elif (root / IDX_FILES["train"][0]).exists():
         train, test = _load_idx(root, "train"), _load_idx(root, "test")
         classes: tuple[str, ...] = FASHION_CLASSES
         _check_class_count(root, len(classes), num_classes)
@@ -297,6 +309,22 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
     return Splits(train.subset(order[val_size:]), train.subset(order[:val_size]), test, classes, str(root))
 
 
+def _load_audio_splits(root: Path, audio: LogMelConfig | None, num_classes: int | None,
+                       trained: tuple[int, str] | None) -> tuple[ImageSet, ImageSet, tuple[str, ...]]:
+    """The train and test clips of an audio dataset, for a space whose front end is ``audio``."""
+    if audio is None:
+        raise UserError(f"dataset {root} holds audio (WAV files), but this space takes images: train a space with "
+                        "an audio front end (--space mbv3-fsdd)")
+    if not (root.is_dir() and is_audio_folder(root)):
+        raise UserError(f"no audio dataset in {root}: this space takes WAV files, named as FSDD's "
+                        "({label}_{speaker}_{index}.wav, in recordings/ or the folder itself) or in train/<class>/ "
+                        "and test/<class>/ folders")
+    (train_clips, train_labels), (test_clips, test_labels), names = load_audio(root, audio)
+    _check_class_count(root, len(names), num_classes)
+    _check_trained(root, len(names), trained)
+    return ImageSet(train_clips, train_labels), ImageSet(test_clips, test_labels), tuple(names)
+
+
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of inputs in [0, 1]
 
 
@@ -317,7 +345,10 @@ def channel_stats(data: ImageSet, chunk: int = 4096) -> Normalization:
 
 def to_float(images: torch.Tensor, normalize: Normalization | None = None) -> torch.Tensor:
     """uint8 images to the float input a model takes: values in [0, 1], or with ``normalize = (mean, std)``
-    shifted and scaled per channel (``(x - mean) / std``), as a model trained with that normalisation expects."""
+    shifted and scaled per channel (``(x - mean) / std``), as a model trained with that normalisation expects.
+    int16 audio clips become samples in [-1, 1)."""
+    if images.dtype == torch.int16:
+        return images.float().div_(32768.0)
     x = images.float().div_(255.0)
     if normalize is not None:
         mean, std = (torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in normalize)
@@ -348,9 +379,15 @@ def batches(data: ImageSet, batch_size: int, *, order: torch.Tensor | None = Non
     each image is a random crop of itself zero-padded by that many pixels (CIFAR's 4-pixel padded crop). Every
     draw depends only on its seed and the batch's index, so a run resumed mid-epoch sees the same batches as
     one that was not interrupted. ``normalize``: see :func:`to_float`; padding is black before normalisation.
+    Flips and crops are image augmentations: audio clips are never flipped (that would play them backwards),
+    and a crop of them is refused.
     """
     if crop_padding and crop_seed is None:
         raise ValueError("crop_padding needs a crop_seed")
+    if data.images.dtype == torch.int16:
+        if crop_padding:
+            raise UserError("--crop-padding crops images, but this dataset is audio: leave it at 0")
+        flip_seed = None
     index = torch.arange(len(data)) if order is None else order
     for number, first in enumerate(range(start * batch_size, len(index), batch_size), start):
         pick = index[first:first + batch_size]

@@ -222,5 +222,30 @@ def unit_keys(space: Space, arch: Mapping[str, Any]) -> list[str]:
 
 
 def input_shape(config: Any) -> tuple[int, int, int]:
-    """The ``(channels, height, width)`` of one input image of ``config``'s networks."""
-    return (config.in_channels, config.input_size, config.input_size)
+    """The ``(channels, height, width)`` of one input of ``config``'s networks: an image, or a clip of audio as
+    ``(1, 1, samples)`` where the space has an audio front end."""
+    shape = getattr(config, "input_shape", None)
+    return shape if shape is not None else (config.in_channels, config.input_size, config.input_size)
+
+
+def audio_frontend(config: Any) -> Any:
+    """The space's audio front end (:class:`supernet.frontend.LogMelConfig`), or None where it takes images."""
+    return getattr(config, "frontend", None)
+
+
+def input_description(config: Any) -> dict[str, Any]:
+    """What an exported network of ``config`` takes, for its metadata: shape, dtype and value range."""
+    frontend = audio_frontend(config)
+    shape = ["N", *input_shape(config)]
+    if frontend is not None:
+        return {"shape": shape, "dtype": "float32", "range": [-1.0, 1.0], "kind": "audio",
+                "sample_rate": frontend.sample_rate}
+    return {"shape": shape, "dtype": "float32", "range": [0.0, 1.0]}
+
+
+def data_format(config: Any) -> dict[str, Any]:
+    """The :func:`supernet.data.load_splits` keywords that describe the inputs of ``config``'s networks."""
+    frontend = audio_frontend(config)
+    if frontend is not None:
+        return {"channels": 1, "size": frontend.samples, "audio": frontend}
+    return {"channels": config.in_channels, "size": config.input_size}

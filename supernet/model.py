@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.audio import LogMel
 from supernet.errors import UserError
 from supernet.kernels import announce, mixed_dwconv
 from supernet.layers import (ElasticBatchNorm2d, ElasticDepthwiseConv2d, ElasticPointwiseConv2d,
@@ -23,7 +24,10 @@ from supernet.space import Arch, Space, SpaceConfig, StageConfig
 
 
 def _stem(config: SpaceConfig) -> nn.Sequential:
-    layers: list[nn.Module] = [
+    """The stem convolution; first the log-mel front end where the space takes audio (so that every subnet and
+    every export takes raw waveforms)."""
+    layers: list[nn.Module] = [] if config.frontend is None else [LogMel(config.frontend)]
+    layers += [
         nn.Conv2d(config.in_channels, config.stem_channels, 3, config.stem_stride, 1, bias=False),
         nn.BatchNorm2d(config.stem_channels),
         nn.Hardswish(inplace=True)]
@@ -313,6 +317,11 @@ def slice_like(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return tensor[tuple(slice(0, n) for n in shape)].clone()
 
 
+def _conv_shape(shape: tuple[int, int], stride: int) -> tuple[int, int]:
+    """The spatial shape after a convolution of ``stride`` padded to keep the size at stride 1."""
+    return (_conv_out(shape[0], stride), _conv_out(shape[1], stride))
+
+
 def _conv_out(size: int, stride: int) -> int:
     """Spatial size after a "same"-padded odd-kernel convolution."""
     return (size - 1) // stride + 1
@@ -337,9 +346,8 @@ def units(config: SpaceConfig) -> Iterator[Unit]:
     Keys are ``"stem"``, ``"head"`` and ``"stage{s}.block{b}.k{kernel}e{expand}"``; a subnet is the
     sequence :func:`supernet.family.unit_keys` names (the mbv3 family's unit costs). ``build()`` returns a freshly initialised module in eval mode.
     """
-    size = config.input_size
-    yield "stem", lambda: _stem(config).eval(), (config.in_channels, size, size)
-    size = _conv_out(size, config.stem_stride)
+    yield "stem", lambda: _stem(config).eval(), config.input_shape
+    size = _conv_shape(config.feature_shape[1:], config.stem_stride)
     inputs = _stage_inputs(config)
     for s, stage in enumerate(config.stages):
         for b in range(max(config.depths)):
@@ -348,6 +356,6 @@ def units(config: SpaceConfig) -> Iterator[Unit]:
                 for expand in config.expands:
                     def build(c=channels, st=stage, sd=stride, k=kernel, e=expand) -> nn.Module:
                         return MBConv(c, st, sd, k, e).eval()
-                    yield f"stage{s + 1}.block{b}.k{kernel}e{expand}", build, (channels, size, size)
-            size = _conv_out(size, stride)
-    yield "head", lambda: _HeadUnit(config).eval(), (config.stages[-1].width, size, size)
+                    yield f"stage{s + 1}.block{b}.k{kernel}e{expand}", build, (channels, *size)
+            size = _conv_shape(size, stride)
+    yield "head", lambda: _HeadUnit(config).eval(), (config.stages[-1].width, *size)

@@ -78,10 +78,12 @@ class MetricTable:
 def _count_units(config: Any) -> tuple[dict[str, tuple[float, int]], ...]:
     import thop  # imported here: only this function needs it
 
+    from supernet.audio import THOP_OPS
+
     counts = {}
     for key, build, shape in family.units(config):
         module = build()
-        macs, _ = thop.profile(module, inputs=(torch.zeros(1, *shape),), verbose=False)
+        macs, _ = thop.profile(module, inputs=(torch.zeros(1, *shape),), custom_ops=THOP_OPS, verbose=False)
         counts[key] = (float(macs), sum(p.numel() for p in module.parameters()))
     return (counts,)
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 from supernet.errors import UserError
 from supernet.family import (SlotLayout, Unit, UnitCosts, get_space, list_spaces, register_family,  # noqa: F401
                              register_space)
+from supernet.frontend import LogMelConfig
 
 Arch = dict[str, int]
 
@@ -55,6 +56,11 @@ class SpaceConfig:
     ``first_block`` adds MobileNetV3's fixed first block after the stem (3x3 depthwise, no expansion,
     residual); ``feature_channels`` > 0 adds its pooled feature layer (linear to that width, h-swish) before
     the classifier. Neither is searched.
+
+    ``frontend`` makes it a network on raw audio: its first layer turns waveforms into a one-channel log-mel
+    spectrogram (:class:`supernet.audio.LogMel`), so ``in_channels`` is 1 and ``input_size`` is the clip's length
+    in samples (``frontend.samples``); without one, inputs are ``in_channels`` x ``input_size`` x ``input_size``
+    images.
     """
 
     family: ClassVar[str] = "mbv3"
@@ -71,6 +77,7 @@ class SpaceConfig:
     expands: tuple[int, ...] = (3, 4, 6)
     first_block: bool = False
     feature_channels: int = 0
+    frontend: LogMelConfig | None = None
 
     def __post_init__(self) -> None:
         """Refuse a config no supernet can be built from: what a corrupt or hand-edited file may hold."""
@@ -86,6 +93,9 @@ class SpaceConfig:
         if not (isinstance(self.name, str) and isinstance(self.first_block, bool)
                 and isinstance(self.feature_channels, int) and self.feature_channels >= 0):
             raise ValueError("name must be text, first_block true or false and feature_channels >= 0")
+        if self.frontend is not None and not (isinstance(self.frontend, LogMelConfig) and self.in_channels == 1
+                                              and self.input_size == self.frontend.samples):
+            raise ValueError("an audio front end takes one channel of input_size = frontend.samples samples")
         self._check_bounds()
 
     def _check_bounds(self) -> None:
@@ -98,13 +108,13 @@ class SpaceConfig:
                   "stride": (self.stem_stride, *(s.stride for s in self.stages)),
                   "channels": (self.stem_channels, self.head_channels, self.feature_channels,
                                *(s.width for s in self.stages)),
-                  "in_channels": (self.in_channels,), "input_size": (self.input_size,),
+                  "in_channels": (self.in_channels,), "input_size": (self.input_size,) if self.frontend is None else (),
                   "num_classes": (self.num_classes,)}
         for name, count in counts.items():
             if count > SPACE_LIMITS[name]:
                 raise ValueError(f"{count} {name} are more than the {SPACE_LIMITS[name]} a space may have")
         for name, numbers in values.items():
-            if max(numbers) > SPACE_LIMITS[name]:
+            if numbers and max(numbers) > SPACE_LIMITS[name]:
                 raise ValueError(f"{name} {max(numbers)} is more than the {SPACE_LIMITS[name]} a space may ask for")
         if any(k % 2 == 0 for k in self.kernels):
             raise ValueError(f"kernel sizes must be odd, got {list(self.kernels)}")
@@ -128,6 +138,18 @@ class SpaceConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, **dataclasses.asdict(self)}
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one input: an image, or a clip of audio as ``(1, 1, samples)``."""
+        if self.frontend is not None:
+            return (1, 1, self.frontend.samples)
+        return (self.in_channels, self.input_size, self.input_size)
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of what the stem's convolution sees (audio: the spectrogram)."""
+        return self.input_shape if self.frontend is None else self.frontend.feature_shape
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "") -> "SpaceConfig":
         """Rebuild from :meth:`to_dict` output (lists from JSON become tuples); ``source`` names the file in
@@ -139,6 +161,8 @@ class SpaceConfig:
             fields["stages"] = tuple(StageConfig(**s) for s in fields["stages"])
             for key in ("depths", "kernels", "expands"):
                 fields[key] = tuple(fields[key])
+            if fields.get("frontend") is not None:
+                fields["frontend"] = LogMelConfig(**fields["frontend"])
             return cls(**fields)
         except (KeyError, TypeError, ValueError) as err:
             raise malformed_config(err, source) from None
@@ -443,6 +467,14 @@ def mbv3_imagenet() -> SpaceConfig:
         first_block=True,
         feature_channels=1280,
     )
+
+
+@register_space("mbv3-fsdd")
+def mbv3_fsdd() -> SpaceConfig:
+    """The ``mbv3`` space on raw 8 kHz audio (the Free Spoken Digit Dataset's 10 digits): one-second clips
+    become 40 x 61 log-mel spectrograms inside the network, then the same 4 elastic stages."""
+    frontend = LogMelConfig()
+    return dataclasses.replace(mbv3(), name="mbv3-fsdd", input_size=frontend.samples, frontend=frontend)
 
 
 class Mbv3Family:

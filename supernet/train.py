@@ -50,7 +50,7 @@ from supernet.divergence import StepGuard
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, float_range, int_range,
                              non_negative_float, positive_float, random_seed, run_cli, unit_interval)
 from supernet.evaluate import subnet_accuracy
-from supernet.family import build_supernet, config_from_dict, family_of, get_space, input_shape
+from supernet.family import build_supernet, config_from_dict, data_format, family_of, get_space
 from supernet.io import write_json
 from supernet.outdir import claim_folder
 from supernet.schema import ANYTHING, COUNT, NUMBER, TEXT, Each, Nullable, Optional, config_schema
@@ -116,7 +116,8 @@ RUN_FILES = ("last.pt", "final.pt", "metrics.json")  # what makes OUT a training
 HELP = {  # what each flag of supernet.train is for (its default is added by supernet.errors.ArgumentParser)
     "space": "registered search space to train (python -c 'from supernet.family import list_spaces; "
              "print(list_spaces())')",
-    "data": "dataset folder: Fashion-MNIST IDX files or an ImageFolder with train/ and test/",
+    "data": "dataset folder: Fashion-MNIST IDX files or an ImageFolder with train/ and test/; for an audio space, "
+            "WAV files named as FSDD's ({label}_{speaker}_{index}.wav) or in train/<class>/ and test/<class>/",
     "out": "output folder (last.pt, final.pt, metrics.json)",
     "epochs": "passes over the training images", "batch_size": "images per step (the global batch under torchrun)",
     "lr": "peak learning rate (SGD, Nesterov)", "momentum": "SGD momentum",
@@ -124,7 +125,8 @@ HELP = {  # what each flag of supernet.train is for (its default is added by sup
     "label_smoothing": "label smoothing of the cross-entropy", "warmup_steps": "linear warm-up steps before the cosine",
     "sampling": "which subnets each step trains: sandwich, uniform (SPOS) or fair (FairNAS); default: the family's",
     "random_subnets": "sandwich: random subnets per step besides the largest and smallest",
-    "paths": "uniform: subnets per step", "flip": "random horizontal flips",
+    "paths": "uniform: subnets per step",
+    "flip": "random horizontal flips of images (audio clips are never flipped)",
     "crop_padding": "random crops zero-padded by this many pixels (CIFAR-10: 4); 0: none",
     "seed": "weight init, data order and validation split", "val_size": "training images held out for search",
     "calib_size": "images that recalibrate batch norm for the final scores",
@@ -280,8 +282,7 @@ def train(config: TrainConfig, resume: bool = False, command: list[str] | None =
     if state is not None and config_from_dict(state["space"], str(last)) != space.config:
         raise UserError(f"--resume: {last} holds a supernet whose space differs from the registered space "
                         f"{config.space!r}; start a new run without --resume")
-    channels, size, _ = input_shape(space.config)
-    splits = load_splits(config.data, channels=channels, size=size, val_size=config.val_size, seed=config.seed,
+    splits = load_splits(config.data, **data_format(space.config), val_size=config.val_size, seed=config.seed,
                          num_classes=space.config.num_classes)
     classes = list(splits.classes)  # recorded in every checkpoint: what its outputs mean
     train_set = training_images(splits, config.subset)

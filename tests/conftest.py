@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy
 import pytest
@@ -40,6 +40,23 @@ def make_fake_fmnist(root: Path, train: int = 320, test: int = 80, seed: int = 0
             images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 250
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images, 0x803)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels, 0x801)
+    return root
+
+
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"
+NO_FSDD = f"FSDD (spoken digits) is not at {FSDD} (the shared data folder beside the repository)"
+
+
+def make_fsdd_slice(root: Path, per_digit: int, speakers: int = 2) -> Path:
+    """A folder in FSDD's layout holding, as symlinks, recordings 0-``per_digit - 1`` (the official test set
+    is 0-4) and as many from 5 on of every digit by the first ``speakers`` speakers."""
+    files = sorted((FSDD / "recordings").glob("*.wav"))
+    chosen = sorted({f.stem.split("_")[1] for f in files})[:speakers]
+    (root / "recordings").mkdir(parents=True)
+    for file in files:
+        _, speaker, index = file.stem.split("_")
+        if speaker in chosen and (int(index) < min(per_digit, 5) or 5 <= int(index) < 5 + per_digit):
+            (root / "recordings" / file.name).symlink_to(file)
     return root
 
 
@@ -139,6 +156,32 @@ def logits_without_the_project(model: Path, x: torch.Tensor, folder: Path) -> to
                             cwd=folder, env={"PATH": "/usr/bin:/bin"}, text=True, capture_output=True, timeout=300)
     assert result.returncode == 0, f"running {model} without the project failed:\n{result.stderr[-3000:]}"
     return torch.from_numpy(numpy.load(folder / "y.npy"))
+
+
+def train_table_and_search(root: Path, space: str, data: Path, train_flags: list[str],
+                           evaluations: int) -> dict[str, Any]:
+    """The start of every per-family CLI pipeline test, through ``python -m``: train a supernet of ``space`` on
+    ``data`` for one epoch (with ``train_flags``), build its latency table, and search by evolution under a
+    budget halfway between the smallest and largest subnets' predicted latency. Returns the paths, the
+    budget, the flags later commands share and what each command printed."""
+    from search.latency import load_table
+    from supernet.checkpoint import load_supernet
+
+    trained = run_module("supernet.train", "--space", space, "--data", str(data), "--epochs", "1", "--val-size", "20",
+                         "--calib-size", "20", "--warmup-steps", "1", *train_flags, "--out", str(root / "supernet"))
+    table = root / "table.json"
+    built = run_module("search.latency", "build", "--space", space, "--warmup", "0", "--repeats", "1",
+                       "--no-reference-probe", "--calibration-subnets", "2", "--keep-busy", "--out", str(table))
+    checkpoint = root / "supernet" / "final.pt"
+    network = load_supernet(checkpoint)[0].space
+    latency = load_table(table)
+    budget = round((latency.predict(network.smallest()) + latency.predict(network.largest())) / 2, 3)
+    common = ["--checkpoint", str(checkpoint), "--table", str(table), "--calibration-size", "20"]  # --data: its own
+    searched = run_module("search.evolve", "--latency-ms", f"{budget:.3f}", "--population", "4", "--evaluations",
+                          str(evaluations), "--children", "2", "--tournament", "2", *common, "--out", str(root / "search"))
+    return {"root": root, "data": data, "table": table, "checkpoint": checkpoint, "space": network, "budget": budget,
+            "common": common, "results": root / "search" / "results.json",
+            "printed": {"train": trained.stdout, "build": built.stdout, "evolve": searched.stdout}}
 
 
 def check_markdown(report: str, folder: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 from search.latency import LatencyTable
 from supernet import family
 from supernet import sampler as sm
+from supernet.audio import THOP_OPS
 from supernet.errors import UserError
 
 SPACES = family.list_spaces()
@@ -34,9 +35,12 @@ def randomise_batch_norm(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def example_input(config, batch: int = 2) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    if family.audio_frontend(config) is not None:
+        return torch.rand(batch, *family.input_shape(config), generator=generator) * 2 - 1
     channels, size, _ = family.input_shape(config)
     size = min(size, 64)  # fully convolutional: ImageNet-scale spaces run small here
-    return torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(1))
+    return torch.rand(batch, channels, size, size, generator=generator)
 
 
 def archs_of(space, count: int = 6) -> list[dict]:
@@ -101,7 +105,7 @@ def test_units_cover_every_subnet(name: str) -> None:
 def small(name: str):
     """The space's config, or for ImageNet-scale ones none: thop on 224-pixel subnets is slow."""
     config = family.get_space(name).config
-    return None if config.input_size > 64 else config
+    return None if max(family.input_shape(config)[1:]) > 64 and family.audio_frontend(config) is None else config
 
 
 @pytest.mark.parametrize("name", [n for n in SPACES if small(n)])
@@ -114,7 +118,8 @@ def test_flops_and_params_tables_match_thop_on_extracted_subnets(name: str) -> N
     scores = sm.score(space, sm.encode(space, archs), metrics)
     for arch, (flops, params) in zip(archs, scores.tolist()):
         subnet = supernet.extract(arch).eval()
-        macs, _ = thop.profile(subnet, inputs=(torch.zeros(1, *family.input_shape(config)),), verbose=False)
+        macs, _ = thop.profile(subnet, inputs=(torch.zeros(1, *family.input_shape(config)),), custom_ops=THOP_OPS,
+                               verbose=False)
         assert flops == pytest.approx(macs, rel=1e-9)
         assert params == sum(p.numel() for p in subnet.parameters())
         assert [flops, params] == pytest.approx(sm.score_python(space, arch, metrics), rel=1e-12)

@@ -26,12 +26,12 @@ from supernet.checkpoint import load_subnet, load_supernet
 from supernet.data import image_cache_path, load_splits
 from supernet.errors import UserError
 from supernet.evaluate import recalibrate_bn
-from tests.conftest import CIFAR, NO_CIFAR, check_markdown, logits_without_the_project, make_cifar_slice, run_module
+from tests.conftest import (CIFAR, NO_CIFAR, check_markdown, logits_without_the_project, make_cifar_slice, run_module,
+                            train_table_and_search)
 
 pytestmark = pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=NO_CIFAR)
 
 PER_CLASS = 10  # 100 training images (20 of them the validation split), 100 test images
-SIZES = ["--calibration-size", "20"]
 MODES = ("finetune", "scratch", "head", "last-stages")
 
 
@@ -39,23 +39,8 @@ MODES = ("finetune", "scratch", "head", "last-stages")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A trained ``nb201-cpu`` supernet, its latency table and a search by evolution, with what they printed."""
     root = tmp_path_factory.mktemp("nb201-cli")
-    data = make_cifar_slice(root / "cifar", PER_CLASS)
-    trained = run_module("supernet.train", "--space", "nb201-cpu", "--data", str(data), "--crop-padding", "4",
-                         "--epochs", "1", "--batch-size", "32", "--val-size", "20", "--calib-size", "20",
-                         "--warmup-steps", "1", "--out", str(root / "supernet"))
-    table = root / "table.json"
-    built = run_module("search.latency", "build", "--space", "nb201-cpu", "--warmup", "0", "--repeats", "1",
-                       "--no-reference-probe", "--calibration-subnets", "2", "--keep-busy", "--out", str(table))
-    checkpoint = root / "supernet" / "final.pt"
-    space = load_supernet(checkpoint)[0].space
-    latency = load_table(table)
-    budget = round((latency.predict(space.smallest()) + latency.predict(space.largest())) / 2, 3)
-    common = ["--checkpoint", str(checkpoint), "--table", str(table), *SIZES]  # --data: the supernet's own
-    searched = run_module("search.evolve", "--latency-ms", f"{budget:.3f}", "--population", "4", "--evaluations",
-                          "8", "--children", "2", "--tournament", "2", *common, "--out", str(root / "search"))
-    return {"root": root, "data": data, "table": table, "checkpoint": checkpoint, "space": space, "budget": budget,
-            "common": common, "results": root / "search" / "results.json",
-            "printed": {"train": trained.stdout, "build": built.stdout, "evolve": searched.stdout}}
+    return train_table_and_search(root, "nb201-cpu", make_cifar_slice(root / "cifar", PER_CLASS),
+                                  ["--crop-padding", "4", "--batch-size", "32"], evaluations=8)
 
 
 @pytest.fixture(scope="module")
