@@ -12,7 +12,8 @@ about 6. Three signs of that, measured at rest and beside two busy loops on this
   its median. 0.13 at rest, 0.58 beside the loops.
 - **Units out of order**: pairs of parametrised choices at the same block position where the choice with
   fewer FLOPs is measured more than 25% slower (a 3x3 block slower than a 7x7 one). 0 of 576 pairs at rest,
-  118 beside the loops.
+  118 beside the loops; 17 at rest on ``mbv3-fsdd``, whose 5 x 8 feature maps make a wide 3x3 block slower
+  than a wide 7x7 one (oneDNN picks other kernels there), so more than 5% of the pairs count.
 
 A build that shows any sign (:func:`assess`) is not cached (:func:`search.latency.build_table`). A cached
 table is checked cheaply whenever it is used (:func:`check_on_use`): a few probe calls against the probe
@@ -31,7 +32,7 @@ from search.timing import Timer, TimingSettings
 
 MIN_CPU_SHARE = 0.85
 MAX_UNIT_SPREAD = 0.5
-MAX_OUT_OF_ORDER = 0.01  # share of the compared pairs
+MAX_OUT_OF_ORDER = 0.05  # share of the compared pairs: 0 and 3% at rest (mbv3, mbv3-fsdd), 20% beside two busy loops
 SLOWER = 1.25  # "out of order": fewer FLOPs, yet this much slower
 MIN_REPEATS = 20  # unit spread and order mean something only for medians of this many calls or more (5 gave 2% out of order at rest)
 STALE_PROBE_RATIO = 1.5  # a table from before load was assessed: its probe against the probe now

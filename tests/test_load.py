@@ -170,10 +170,13 @@ def test_units_out_of_order_and_spread_count_only_for_real_medians(fast_table: P
     entries = {k: {**e, "median_ms": 1.0, "spread_ms": 0.1} for k, e in data["entries"].items()}
     timer = Timer(CPU, TimingSettings(reference_probe=False))
     assert not assess(timer, CONFIG, entries, TimingSettings())["busy"]  # ties are not out of order
-    for key in [k for k in entries if k.startswith("stage1.block0.k3")] + ["stage2.block0.k3e6"]:
+    for key in [k for k in entries if k.startswith(("stage1.block", "stage2.block")) and ".k3" in k]:
         entries[key]["median_ms"] = 2.0
     load = assess(timer, CONFIG, entries, TimingSettings())
-    assert load["busy"] and load["out_of_order"] >= 7 and "out of order" in load["reasons"][0]
+    assert load["busy"] and load["out_of_order"] > 0.05 * load["pairs"] and "out of order" in load["reasons"][0]
+    few = {k: {**e, "median_ms": 2.0 if k.startswith("stage1.block0.k3") else 1.0} for k, e in entries.items()}
+    some = assess(timer, CONFIG, few, TimingSettings())  # a few, as a quiet mbv3-fsdd build has: not busy
+    assert 0 < some["out_of_order"] <= 0.05 * some["pairs"] and not some["busy"]
     assert load["cpu_share"] is None  # nothing timed
     assert assess(timer, CONFIG, entries, FAST)["out_of_order"] is None  # one call per unit: noise, not load
     noisy = {k: {**e, "spread_ms": e["median_ms"]} for k, e in entries.items()}
