@@ -43,6 +43,19 @@ def make_fake_fmnist(root: Path, train: int = 320, test: int = 80, seed: int = 0
     return root
 
 
+def example_input(config: Any, batch: int = 2) -> torch.Tensor:
+    """A seeded input batch for the networks of space ``config``: images (at most 64 pixels a side: the networks
+    are fully convolutional, and ImageNet-scale spaces run small here), or audio clips in [-1, 1]."""
+    from supernet import family
+
+    generator = torch.Generator().manual_seed(1)
+    if family.audio_frontend(config) is not None:
+        return torch.rand(batch, *family.input_shape(config), generator=generator) * 2 - 1
+    channels, size, _ = family.input_shape(config)
+    size = min(size, 64)
+    return torch.rand(batch, channels, size, size, generator=generator)
+
+
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
 NO_FSDD = f"FSDD (spoken digits) is not at {FSDD} (the shared data folder beside the repository)"
 

@@ -17,6 +17,7 @@ from supernet import family
 from supernet import sampler as sm
 from supernet.audio import THOP_OPS
 from supernet.errors import UserError
+from tests.conftest import example_input
 
 SPACES = family.list_spaces()
 
@@ -32,15 +33,6 @@ def randomise_batch_norm(model: torch.nn.Module, seed: int = 0) -> None:
             if module.weight is not None:
                 module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
                 module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
-
-
-def example_input(config, batch: int = 2) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    if family.audio_frontend(config) is not None:
-        return torch.rand(batch, *family.input_shape(config), generator=generator) * 2 - 1
-    channels, size, _ = family.input_shape(config)
-    size = min(size, 64)  # fully convolutional: ImageNet-scale spaces run small here
-    return torch.rand(batch, channels, size, size, generator=generator)
 
 
 def archs_of(space, count: int = 6) -> list[dict]:

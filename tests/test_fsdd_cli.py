@@ -42,13 +42,23 @@ def test_train_on_audio_records_the_front_end(run: dict[str, Any]) -> None:
     assert table.space.config == supernet.config and "stem" in table.data["entries"]
 
 
-def test_search_finds_subnets_under_the_budget(run: dict[str, Any]) -> None:
+def test_evolution_and_bo_find_subnets_under_the_budgets(run: dict[str, Any]) -> None:
     results = json.loads(run["results"].read_text())
     (name, winner), = results["winners"].items()
     assert name == f"cpu:{run['budget']:g}"
     assert all(r["metrics"]["latency_ms@cpu"] <= run["budget"] for r in results["history"])
     assert winner["arch_string"] in run["printed"]["evolve"]
     assert results["config"]["data"] == str(run["data"])
+
+    space, table = run["space"], load_table(run["table"])
+    low, high = table.predict(space.smallest()), table.predict(space.largest())
+    scenarios = [f"cpu:{low + (high - low) * f:.3f}" for f in (0.3, 0.7)]
+    run_module("search.bo", "--scenarios", ",".join(scenarios), "--evaluations", "4", "--initial", "2", "--pool", "20",
+               "--verify", "1", *run["common"], "--out", str(run["root"] / "bo"))
+    bo = json.loads((run["root"] / "bo" / "results.json").read_text())
+    assert list(bo["winners"]) == [s["name"] for s in bo["scenarios"]] and len(bo["winners"]) == 2
+    for scenario in bo["scenarios"]:
+        assert bo["winners"][scenario["name"]]["metrics"]["latency_ms@cpu"] <= scenario["latency_ms"]
 
 
 def test_retrain_export_and_report(run: dict[str, Any], tmp_path: Path) -> None:

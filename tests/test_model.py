@@ -7,6 +7,7 @@ from supernet.layers import ElasticBatchNorm2d, ElasticDepthwiseConv2d, centre_k
 from supernet.family import unit_keys
 from supernet.model import Subnet, Supernet, units
 from supernet.space import get_space, list_spaces
+from tests.conftest import example_input
 
 
 def randomise_batch_norm(model: torch.nn.Module, seed: int = 0) -> None:
@@ -29,8 +30,7 @@ def test_extracted_subnet_equals_supernet_for_20_random_architectures(name: str)
     supernet = Supernet(space.config)
     randomise_batch_norm(supernet)
     supernet.eval()
-    size = min(space.config.input_size, 64)  # fully convolutional: ImageNet-scale spaces run small here
-    x = torch.rand(3, space.config.in_channels, size, size)
+    x = example_input(space.config, batch=3)
     rng = random.Random(0)
     archs = [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(18)]
     with torch.no_grad():
