@@ -280,8 +280,9 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
     x.pt")``: a dataset with another number of classes is refused, naming both (its accuracy would be noise).
     """
     root = Path(data)
-    if audio is not None or (root.is_dir() and is_audio_folder(root)):
-        train, test, classes = _load_audio_splits(root, audio, num_classes, trained)
+    holds_audio = root.is_dir() and is_audio_folder(root)
+    if audio is not None or holds_audio:
+        train, test, classes = _load_audio_splits(root, audio, holds_audio, num_classes, trained)
     elif (root / IDX_FILES["train"][0]).exists():
         train, test = _load_idx(root, "train"), _load_idx(root, "test")
         classes: tuple[str, ...] = FASHION_CLASSES
@@ -309,13 +310,14 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
     return Splits(train.subset(order[val_size:]), train.subset(order[:val_size]), test, classes, str(root))
 
 
-def _load_audio_splits(root: Path, audio: LogMelConfig | None, num_classes: int | None,
+def _load_audio_splits(root: Path, audio: LogMelConfig | None, holds_audio: bool, num_classes: int | None,
                        trained: tuple[int, str] | None) -> tuple[ImageSet, ImageSet, tuple[str, ...]]:
-    """The train and test clips of an audio dataset, for a space whose front end is ``audio``."""
+    """The train and test clips of the audio dataset at ``root`` (``holds_audio``: it has WAV files), for a
+    space whose front end is ``audio``."""
     if audio is None:
         raise UserError(f"dataset {root} holds audio (WAV files), but this space takes images: train a space with "
                         "an audio front end (--space mbv3-fsdd)")
-    if not (root.is_dir() and is_audio_folder(root)):
+    if not holds_audio:
         raise UserError(f"no audio dataset in {root}: this space takes WAV files, named as FSDD's "
                         "({label}_{speaker}_{index}.wav, in recordings/ or the folder itself) or in train/<class>/ "
                         "and test/<class>/ folders")
