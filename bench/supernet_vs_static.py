@@ -1,12 +1,17 @@
 """Whole supernet at an active subnet vs the extracted static subnet (plain eager PyTorch), in one run.
 
-    python bench/supernet_vs_static.py [--spaces mbv3 mbv3-imagenet]
+    python bench/supernet_vs_static.py [--spaces mbv3 mbv3-imagenet tfm-sst2] [--profile]
 
 For each space, a random and the largest subnet: the forward (eval, channels-last, no grad) and one training
 step (forward, cross-entropy, backward, SGD step; channels-last) of the supernet with that subnet active,
 against the same for the static subnet that ``Supernet.extract`` returns. Ratio = supernet / static (target
 <= 1.0: the supernet no slower than the plain model). Medians over the repeats, the two models timed alternately; weights are fresh (speed does
 not depend on them). The line the supernet prints says which path its elastic ops run.
+
+``tfm-sst2`` (the elastic transformer) runs on sentences of the full 64 words, so that the supernet's dropping of
+unused padding gives it nothing the static subnet lacks. ``--profile`` adds, per space and subnet, where each
+model's forward spends its time: the torch profiler's self CPU time per operator, the operators of either model
+that take the most.
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from supernet.model import Supernet  # noqa: E402
-from supernet.space import get_space  # noqa: E402
+from supernet.family import build_supernet, get_space, input_shape, token_input  # noqa: E402
 
 CL = torch.channels_last
 SETTINGS = {  # space: (forward batches, train batch, forward repeats, train repeats)
     "mbv3": ((1, 64), 128, 40, 8),
     "mbv3-imagenet": ((1, 8), 16, 10, 7),
+    "tfm-sst2": ((1, 64), 64, 40, 10),
 }
+PROFILE_ROWS = 8
 
 
 def paired_ms(fns: tuple, warmup: int, repeats: int) -> tuple[float, ...]:
@@ -68,9 +74,35 @@ def step_ms(models: tuple, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tu
     return paired_ms(tuple(steps), 2, repeats)
 
 
+def inputs(config: object, batch: int) -> torch.Tensor:
+    """A batch of the space's inputs: images, or sentences of random words filling every position."""
+    text = token_input(config)
+    if text is not None:
+        return torch.randint(2, text.vocab_size, (batch, *input_shape(config))).float()
+    return torch.rand(batch, *input_shape(config)).contiguous(memory_format=CL)
+
+
+def profile(models: tuple, x: torch.Tensor, repeats: int = 20) -> None:
+    """Print the self CPU time per call of the operators that take the most in either model's forward."""
+    tables = []
+    for model in models:
+        model.eval()
+        with torch.no_grad():
+            for _ in range(3):
+                model(x)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                for _ in range(repeats):
+                    model(x)
+        tables.append({e.key: e.self_cpu_time_total / repeats / 1000 for e in prof.key_averages()})
+    ops = sorted(set(tables[0]) | set(tables[1]), key=lambda k: -max(t.get(k, 0.0) for t in tables))[:PROFILE_ROWS]
+    for op in ops:
+        print(f"    {op:32s} supernet {tables[0].get(op, 0.0):7.3f} ms   static {tables[1].get(op, 0.0):7.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--profile", action="store_true", help="also print where each forward spends its time")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'space':14s} {'subnet':8s} {'measure':18s} {'supernet ms':>12s} {'static ms':>10s} {'ratio':>6s}")
@@ -80,16 +112,18 @@ def main() -> None:
         space = get_space(name)
         config = space.config
         torch.manual_seed(0)
-        supernet = Supernet(config).to(memory_format=CL)
+        supernet = build_supernet(config).to(memory_format=CL)
         for label, arch in (("random", space.sample(random.Random(0))), ("largest", space.largest())):
             supernet.set_active(arch)
             static = supernet.extract(arch).to(memory_format=CL)
-            shape = (config.in_channels, config.input_size, config.input_size)
             rows = []
             for batch in batches:
-                x = torch.rand(batch, *shape).contiguous(memory_format=CL)
+                x = inputs(config, batch)
                 rows.append((f"forward b{batch}", *forward_ms((supernet, static), x, fwd_repeats)))
-            x = torch.rand(train_batch, *shape).contiguous(memory_format=CL)
+            if args.profile:
+                print(f"{name} {label} {space.to_string(arch)}: forward b{batches[-1]}, self CPU time per call")
+                profile((supernet, static), x)
+            x = inputs(config, train_batch)
             y = torch.randint(0, config.num_classes, (train_batch,))
             rows.append((f"train step b{train_batch}", *step_ms((supernet, static), x, y, train_repeats)))
             for measure, ours, base in rows:

@@ -304,6 +304,9 @@ def search(config: DnasConfig, resume: bool = False, command: list[str] | None =
     else:
         torch.manual_seed(config.seed)
         model = build_supernet(space.config)
+    if not hasattr(model, "forward_mixed"):
+        raise UserError(f"space {space.name!r} has no relaxed supernet for differentiable search (spaces with one: "
+                        "mbv3 and nb201 families); search it with search.evolve or search.bo")
     config = dataclasses.replace(config, data=trained_data(meta, config.data) if config.checkpoint
                                  else (config.data or DEFAULT_DATA))
     device = parse_device(config.device)

@@ -51,7 +51,9 @@ from supernet.errors import ArgumentParser, UserError, gist, int_range, run_cli
 from supernet.evaluate import accuracy, recalibrate_bn
 from supernet.io import atomic_serialize, atomic_write, refuse_folder
 from supernet.outdir import claim_file
-from supernet.family import Space, config_from_dict, data_format, input_description, input_shape, space_of
+from supernet.family import (Space, config_from_dict, data_format, example_input, input_description, space_of,
+                             token_input)
+from supernet.text import dataset_vocabulary
 
 INPUT, OUTPUT = "images", "logits"
 ONNX_EXTRA = "pip install 'oneshot-nas[onnx]'"
@@ -386,7 +388,9 @@ def write_exports(args: argparse.Namespace, paths: Mapping[str, Path]) -> None:
                 "torch": torch.__version__,
                 "input": {"name": INPUT, **input_description(config)},
                 "output": {"name": OUTPUT, "shape": ["N", config.num_classes]}}
-    example = torch.rand(2, *input_shape(config), generator=torch.Generator().manual_seed(0))
+    if token_input(config) is not None:  # a deployed text network needs the words its ids stand for
+        metadata["input"]["vocabulary"] = dataset_vocabulary(args.data or chosen.data, token_input(config))
+    example = example_input(config, 2)
     print(f"arch     {metadata['arch']}")
     print("accuracy " + "  ".join(f"{k} {known[k]:.4f}" for k in ("val_top1", "test_top1") if k in known))
     print(f"latency  {latency['latency_ms']:.3f} ms (spread {latency['spread_ms']:.3f}) on {latency['device']}, "

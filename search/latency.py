@@ -54,7 +54,7 @@ from supernet.io import cache_dir as io_cache_dir, read_json, refuse_folder, ver
 from supernet.family import Space, build_subnet, config_from_dict, get_space, input_shape, space_of, unit_keys, units
 from supernet.kernels import lut_sum
 from supernet.outdir import check_regular, claim_file, claim_folder
-from supernet.sampler import MetricTable, flops_params_table, score_python, unit_table
+from supernet.sampler import MetricTable, extremes, flops_params_table, score_python, unit_table
 
 FORMAT = "oneshot-nas/latency-table"
 VERSION = 2
@@ -245,16 +245,8 @@ class LatencyTable:
 
     def _extreme_ms(self, lowest: bool) -> float:
         metric = self.metric_table()
-        blocks = metric.blocks[..., 0]
-        if lowest:
-            per_slot = blocks.nan_to_num(float("inf")).min(dim=2).values
-        else:
-            per_slot = blocks.nan_to_num(float("-inf")).max(dim=2).values
-        prefix = per_slot.cumsum(dim=1)  # [S, D]: the first d slots at their extreme
-        depths = self.space.layout().depths
-        pick = min if lowest else max
-        return float(metric.base[0]) + sum(pick(float(prefix[s, d - 1]) if d else 0.0 for d in depths)
-                                           for s in range(prefix.shape[0]))
+        low, high = extremes(self.space.layout(), metric.blocks[..., 0], float(metric.base[0]))
+        return low if lowest else high
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.batch_size, *input_shape(self.space.config))
@@ -296,13 +288,7 @@ def sum_range(config: Any, entries: Mapping[str, Mapping[str, float]]) -> tuple[
     every group's best (worst) depth; no subnet is enumerated.
     """
     table = medians_table(config, entries)
-    depths = space_of(config).layout().depths
-    sums = []
-    for pick in (torch.min, torch.max):
-        per_slot = torch.cumsum(pick(table.blocks[..., 0], dim=2).values, dim=1)  # [S, D]: first d slots
-        by_depth = torch.stack([per_slot[:, d - 1] for d in depths], dim=1)  # [S, depths]
-        sums.append(float(table.base[0] + pick(by_depth, dim=1).values.sum()))
-    return sums[0], sums[1]
+    return extremes(space_of(config).layout(), table.blocks[..., 0], float(table.base[0]))
 
 
 def _check(data: Any, path: Path) -> dict[str, Any]:

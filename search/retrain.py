@@ -48,13 +48,14 @@ from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, in
                              run_cli)
 from supernet.evaluate import accuracy, predict, recalibrate_bn
 from supernet.io import write_json
-from supernet.family import Space, build_subnet, config_from_dict
+from supernet.family import Space, build_subnet, config_from_dict, family_of
 from supernet.model import init_weights
 from supernet.outdir import claim_folder
 from supernet.sampler import flops_params_table, score_python
 from supernet.schema import ANYTHING, COUNT, INTEGER, NUMBER, TEXT, Each, Nullable, Optional, config_schema
 from supernet.train import HELP as TRAIN_HELP
-from supernet.train import TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr, training_images
+from supernet.train import (OPTIMIZERS, TRAIN_RANGES, TrainConfig, epoch_batches, make_optimizer, set_lr,
+                            training_images)
 
 MODES = ("finetune", "head", "last-stages", "scratch")
 RUN_FILES = ("last.pt", "model.pt", "retrain.json", "confusion.png")  # what makes OUT a retraining run
@@ -69,7 +70,8 @@ class RetrainConfig:
     stages: int = 1  # with mode last-stages: how many of the last stages train
     epochs: int = 3
     batch_size: int = 128
-    lr: float = 0.0  # 0: 0.1 for scratch, 0.01 otherwise
+    lr: float = 0.0  # 0: the optimizer's supernet rate for scratch (SGD 0.1, AdamW 0.001), a tenth otherwise
+    optimizer: str = ""  # sgd or adamw; "": the one the space's family trains with
     momentum: float = 0.9
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
@@ -99,11 +101,15 @@ class RetrainConfig:
         parse_device(self.device)
         return self
 
-    def schedule(self, steps: int) -> TrainConfig:
-        """The optimizer and schedule settings as ``supernet.train`` takes them, defaults resolved."""
-        lr = self.lr or (0.1 if self.mode == "scratch" else 0.01)
+    def schedule(self, steps: int, default_optimizer: str = "sgd") -> TrainConfig:
+        """The optimizer and schedule settings as ``supernet.train`` takes them, defaults resolved
+        (``default_optimizer``: the space family's)."""
+        optimizer = self.optimizer or default_optimizer
+        if optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        lr = self.lr or OPTIMIZERS[optimizer] * (1.0 if self.mode == "scratch" else 0.1)
         warmup = self.warmup_steps if self.warmup_steps >= 0 else math.ceil(0.05 * steps)
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=lr, momentum=self.momentum,
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=lr, optimizer=optimizer, momentum=self.momentum,
                            weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
                            warmup_steps=warmup, flip=self.flip, crop_padding=self.crop_padding, seed=self.seed)
 
@@ -186,7 +192,9 @@ RESUMABLE = {"retrain_config": config_schema(RetrainConfig), "arch": TEXT,
 
 HELP = {**TRAIN_HELP,  # what each flag is for; the defaults are added by supernet.errors.ArgumentParser
         "stages": "with --mode last-stages: how many of the last stages train",
-        "lr": "peak learning rate (0: 0.1 for scratch, 0.01 otherwise)",
+        "lr": "peak learning rate (0: the optimizer's supernet rate for scratch, SGD 0.1 and AdamW 0.001; a tenth "
+              "of it otherwise)",
+        "optimizer": "sgd (Nesterov momentum) or adamw; default: the one the space's family trains with",
         "warmup_steps": "linear warm-up steps before the cosine (-1: 5%% of the steps)",
         "data": "dataset folder (default: the one the supernet was trained on)",
         "calibration_size": "training images that recalibrate batch norm of the inherited subnet",
@@ -275,7 +283,7 @@ def retrain(config: RetrainConfig, resume: bool = False, command: list[str] | No
         part.requires_grad_(True)
     per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = config.epochs * per_epoch
-    schedule = config.schedule(total)
+    schedule = config.schedule(total, family_of(space.config).default_optimizer)
     optimizer = make_optimizer(nn.ModuleList(parts), schedule)
     step, history = 0, []
     guard = StepGuard(model, config.nonfinite_limit, str(last), saved=state["progress"]["step"] if state else None)

@@ -111,7 +111,8 @@ def prepare(module: nn.Module, shape: Iterable[int], device: torch.device, runti
             module = torch.jit.script(module)
     elif runtime != "eager":
         raise ValueError(f"unknown runtime {runtime!r}; use one of {RUNTIMES}")
-    x = torch.rand(*shape, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(*shape, device=device)
+    x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # a text unit's hidden states are 3-D
     return lambda: module(x)
 
 

@@ -3,7 +3,8 @@
 Fashion-MNIST comes from the Debian package ``dataset-fashion-mnist`` (IDX files); ``--data DIR`` also takes
 an ImageFolder-style directory (``DIR/train/<class>/*.png`` and ``DIR/test/<class>/*.png``). Spaces with an
 audio front end take WAV files instead (:mod:`supernet.audio`: FSDD's layout or class folders), held as int16
-clips ``[N, 1, 1, samples]`` in the same :class:`ImageSet`, so batching and scoring treat both alike. The validation
+clips ``[N, 1, 1, samples]`` in the same :class:`ImageSet`, so batching and scoring treat both alike; text spaces
+take a folder of TSV files (:mod:`supernet.text`), held as int32 token ids ``[N, 1, 1, max_len]``. The validation
 split is a fixed, seeded draw from the training images and is what search sees; the test split is only for
 final numbers.
 
@@ -32,8 +33,9 @@ from tqdm import tqdm
 
 from supernet.audio import is_audio_folder, load_audio
 from supernet.errors import UserError, gist
-from supernet.frontend import LogMelConfig
+from supernet.frontend import LogMelConfig, TokenConfig
 from supernet.io import atomic_serialize, cache_dir
+from supernet.text import is_text_folder, load_text
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -45,8 +47,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class ImageSet:
-    """Images as uint8 ``[N, C, H, W]`` (or audio clips as int16 ``[N, 1, 1, samples]``) and labels as int64
-    ``[N]``."""
+    """Images as uint8 ``[N, C, H, W]`` (or audio clips as int16 ``[N, 1, 1, samples]``, or sentences as int32
+    token ids ``[N, 1, 1, max_len]``) and labels as int64 ``[N]``."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -268,12 +270,14 @@ def _check_trained(root: Path, count: int, trained: tuple[int, str] | None) -> N
 
 def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int = 28, val_size: int = 5000,
                 seed: int = 0, num_classes: int | None = None, trained: tuple[int, str] | None = None,
-                audio: LogMelConfig | None = None) -> Splits:
+                audio: LogMelConfig | None = None, text: TokenConfig | None = None) -> Splits:
     """Load a dataset and cut the fixed validation split (``val_size`` training images, seeded).
 
     ``audio``: the space's audio front end; the dataset must then be WAV files, read as clips of its
     ``samples`` at its sample rate (``channels`` and ``size`` are then 1 and ``samples``, as
     :func:`supernet.family.data_format` gives them).
+
+    ``text``: the space's token input; the dataset must then be a folder of TSV files (:mod:`supernet.text`).
 
     ``num_classes``: the model's outputs; a dataset with more classes is refused (its labels would not fit).
     ``trained``: (classes, what) of a trained model about to be scored on the data, e.g. ``(10, "checkpoint
@@ -281,7 +285,10 @@ def load_splits(data: str | Path = DEFAULT_DATA, *, channels: int = 1, size: int
     """
     root = Path(data)
     holds_audio = root.is_dir() and is_audio_folder(root)
-    if audio is not None or holds_audio:
+    holds_text = root.is_dir() and is_text_folder(root)
+    if text is not None or holds_text:
+        train, test, classes = _load_text_splits(root, text, holds_text, num_classes, trained)
+    elif audio is not None or holds_audio:
         train, test, classes = _load_audio_splits(root, audio, holds_audio, num_classes, trained)
     elif (root / IDX_FILES["train"][0]).exists():
         train, test = _load_idx(root, "train"), _load_idx(root, "test")
@@ -327,6 +334,21 @@ def _load_audio_splits(root: Path, audio: LogMelConfig | None, holds_audio: bool
     return ImageSet(train_clips, train_labels), ImageSet(test_clips, test_labels), tuple(names)
 
 
+def _load_text_splits(root: Path, text: TokenConfig | None, holds_text: bool, num_classes: int | None,
+                      trained: tuple[int, str] | None) -> tuple[ImageSet, ImageSet, tuple[str, ...]]:
+    """The train and test sentences of the text dataset at ``root`` (``holds_text``: it has a train.tsv)."""
+    if text is None:
+        raise UserError(f"dataset {root} holds text (train.tsv), but this space takes "
+                        "images or audio: train a text space (--space tfm-sst2)")
+    if not holds_text:
+        raise UserError(f"no text dataset in {root}: this space takes a folder with train.tsv and test.tsv (or "
+                        "dev.tsv), each line 'label<TAB>sentence'")
+    (train_ids, train_labels), (test_ids, test_labels), names, _ = load_text(root, text)
+    _check_class_count(root, len(names), num_classes)
+    _check_trained(root, len(names), trained)
+    return ImageSet(train_ids, train_labels), ImageSet(test_ids, test_labels), tuple(names)
+
+
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of inputs in [0, 1]
 
 
@@ -348,9 +370,12 @@ def channel_stats(data: ImageSet, chunk: int = 4096) -> Normalization:
 def to_float(images: torch.Tensor, normalize: Normalization | None = None) -> torch.Tensor:
     """uint8 images to the float input a model takes: values in [0, 1], or with ``normalize = (mean, std)``
     shifted and scaled per channel (``(x - mean) / std``), as a model trained with that normalisation expects.
-    int16 audio clips become samples in [-1, 1)."""
+    int16 audio clips become samples in [-1, 1); int32 token ids stay ids (exact in float32), which text
+    networks read back as integers."""
     if images.dtype == torch.int16:
         return images.float().div_(32768.0)
+    if images.dtype == torch.int32:
+        return images.float()
     x = images.float().div_(255.0)
     if normalize is not None:
         mean, std = (torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in normalize)
@@ -381,14 +406,15 @@ def batches(data: ImageSet, batch_size: int, *, order: torch.Tensor | None = Non
     each image is a random crop of itself zero-padded by that many pixels (CIFAR's 4-pixel padded crop). Every
     draw depends only on its seed and the batch's index, so a run resumed mid-epoch sees the same batches as
     one that was not interrupted. ``normalize``: see :func:`to_float`; padding is black before normalisation.
-    Flips and crops are image augmentations: audio clips are never flipped (that would play them backwards),
-    and a crop of them is refused.
+    Flips and crops are image augmentations: audio clips and sentences are never flipped (that would play
+    them backwards), and a crop of them is refused.
     """
     if crop_padding and crop_seed is None:
         raise ValueError("crop_padding needs a crop_seed")
-    if data.images.dtype == torch.int16:
+    if data.images.dtype != torch.uint8:
         if crop_padding:
-            raise UserError("--crop-padding crops images, but this dataset is audio: leave it at 0")
+            kind = "audio" if data.images.dtype == torch.int16 else "text"
+            raise UserError(f"--crop-padding crops images, but this dataset is {kind}: leave it at 0")
         flip_seed = None
     index = torch.arange(len(data)) if order is None else order
     for number, first in enumerate(range(start * batch_size, len(index), batch_size), start):

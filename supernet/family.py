@@ -26,7 +26,7 @@ from supernet.errors import UserError
 Arch = dict[str, Any]
 Unit = tuple[str, Callable[[], Any], tuple[int, ...]]  # (key, build a module in eval mode, input shape w/o batch)
 
-BUILTIN = ("supernet.space", "supernet.nb201")  # modules whose import registers the built-in families
+BUILTIN = ("supernet.space", "supernet.nb201", "supernet.transformer")  # modules whose import registers the built-in families
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,31 @@ class SlotLayout:
     Encoded architectures (the sampler's int8 codes) hold per group the depth index, then per slot two
     digits ``choice // split`` and ``choice % split`` (``mbv3``: kernel and expand index; ``split`` = 1 where
     a choice is one option).
+
+    ``modes`` > 1 adds one global choice that every slot's cost depends on (the text space's shared embedding
+    width): a slot's choice is ``mode * mode_choices + c`` and every used slot of a network carries the same
+    mode. Group 0's first slot (always used) also carries the cost of the mode's fixed parts (embedding,
+    classifier), so tables stay additive and the scorer stays as it is; the sampler draws the mode first
+    (weighted by its networks, or those in a latency window), then the rest within it.
     """
 
     groups: int
     depths: tuple[int, ...]
     choices: int
     split: int = 1
+    modes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.modes < 1 or self.choices % self.modes or (self.choices // self.modes) % self.split:
+            raise ValueError(f"SlotLayout: {self.choices} choices are not {self.modes} modes of whole digit pairs "
+                             f"(split {self.split})")
+        if min(self.depths) < 1:
+            raise ValueError("SlotLayout: every depth must be at least 1")
+
+    @property
+    def mode_choices(self) -> int:
+        """Choices of a slot within one mode."""
+        return self.choices // self.modes
 
     @property
     def max_depth(self) -> int:
@@ -101,6 +120,7 @@ class Family(Protocol):
 
     name: str
     default_sampling: str  # the supernet training rule a run of this family uses unless told otherwise
+    default_optimizer: str  # the optimizer (supernet.train.OPTIMIZERS) it trains with unless told otherwise
 
     def config_from_dict(self, data: Mapping[str, Any], source: str) -> Any: ...
     def space(self, config: Any) -> Space: ...
@@ -233,10 +253,18 @@ def audio_frontend(config: Any) -> Any:
     return getattr(config, "frontend", None)
 
 
+def token_input(config: Any) -> Any:
+    """The space's token input (:class:`supernet.frontend.TokenConfig`), or None where it takes no text."""
+    return getattr(config, "tokens", None)
+
+
 def input_description(config: Any) -> dict[str, Any]:
     """What an exported network of ``config`` takes, for its metadata: shape, dtype and value range."""
-    frontend = audio_frontend(config)
+    frontend, text = audio_frontend(config), token_input(config)
     shape = ["N", *input_shape(config)]
+    if text is not None:
+        return {"shape": shape, "dtype": "float32 or int64", "range": [0, text.vocab_size - 1], "kind": "text",
+                "max_len": text.max_len, "pad_id": 0, "unknown_id": 1}
     if frontend is not None:
         return {"shape": shape, "dtype": "float32", "range": [-1.0, 1.0], "kind": "audio",
                 "sample_rate": frontend.sample_rate}
@@ -245,7 +273,25 @@ def input_description(config: Any) -> dict[str, Any]:
 
 def data_format(config: Any) -> dict[str, Any]:
     """The :func:`supernet.data.load_splits` keywords that describe the inputs of ``config``'s networks."""
-    frontend = audio_frontend(config)
+    frontend, text = audio_frontend(config), token_input(config)
+    if text is not None:
+        return {"channels": 1, "size": text.max_len, "text": text}
     if frontend is not None:
         return {"channels": 1, "size": frontend.samples, "audio": frontend}
     return {"channels": config.in_channels, "size": config.input_size}
+
+
+def example_input(config: Any, n: int, seed: int = 0) -> Any:
+    """``n`` made-up inputs of ``config``'s networks, for checking an export against its source: images in
+    [0, 1), audio in [-1, 1), or sentences of random token ids (padding after a random length)."""
+    import torch  # here: this module imports no torch at import time
+
+    generator = torch.Generator().manual_seed(seed)
+    shape = (n, *input_shape(config))
+    text = token_input(config)
+    if text is not None:
+        ids = torch.randint(2, text.vocab_size, shape, generator=generator)
+        lengths = torch.randint(1, text.max_len + 1, (n, 1, 1, 1), generator=generator)
+        return ids.masked_fill(torch.arange(text.max_len) >= lengths, 0).float()
+    x = torch.rand(shape, generator=generator)
+    return x * 2 - 1 if audio_frontend(config) is not None else x

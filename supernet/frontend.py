@@ -41,3 +41,20 @@ class LogMelConfig:
     def feature_shape(self) -> tuple[int, int, int]:
         """``(channels, height, width)`` of the spectrogram the stem's convolution sees."""
         return (1, self.n_mels, self.frames)
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """The input of a text space: sentences as ``max_len`` token ids (longer ones cut, shorter ones padded
+    with id 0), words outside the ``vocab_size - 2`` most frequent of the training split as id 1."""
+
+    vocab_size: int = 16000
+    max_len: int = 64
+
+    def __post_init__(self) -> None:
+        sizes = (self.vocab_size, self.max_len)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            raise ValueError("the vocabulary size and sentence length must be positive integers")
+        if not (3 <= self.vocab_size <= 2 ** 24 and self.max_len <= 4096):
+            raise ValueError(f"text input out of range: {self}; needs 3 <= vocab_size <= 2^24 (token ids travel "
+                             "as float32) and max_len <= 4096")

@@ -330,6 +330,7 @@ class NB201Family:
 
     name = "nb201"
     default_sampling = "uniform"
+    default_optimizer = "sgd"
 
     def config_from_dict(self, data: Mapping[str, Any], source: str) -> NB201Config:
         return NB201Config.from_dict(data, source)

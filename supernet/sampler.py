@@ -74,16 +74,23 @@ class MetricTable:
         return MetricTable((name,), self.blocks[..., m:m + 1].clone(), self.base[m:m + 1].clone())
 
 
+def thop_ops() -> dict[type, Any]:
+    """thop's ``custom_ops`` for the layers it cannot count by itself (functional convolutions and matrix
+    products): the audio front end and attention. Every FLOPs count of the package passes them."""
+    from supernet.audio import THOP_OPS as AUDIO_OPS
+    from supernet.transformer_model import THOP_OPS as TEXT_OPS
+
+    return {**AUDIO_OPS, **TEXT_OPS}
+
+
 @functools.lru_cache(maxsize=8)
 def _count_units(config: Any) -> tuple[dict[str, tuple[float, int]], ...]:
     import thop  # imported here: only this function needs it
 
-    from supernet.audio import THOP_OPS
-
     counts = {}
     for key, build, shape in family.units(config):
         module = build()
-        macs, _ = thop.profile(module, inputs=(torch.zeros(1, *shape),), custom_ops=THOP_OPS, verbose=False)
+        macs, _ = thop.profile(module, inputs=(torch.zeros(1, *shape),), custom_ops=thop_ops(), verbose=False)
         counts[key] = (float(macs), sum(p.numel() for p in module.parameters()))
     return (counts,)
 
@@ -406,6 +413,68 @@ def sample_archs_reference(n: int, seed: int, num_stages: int, depths: Sequence[
     return torch.from_numpy(codes)
 
 
+# ---- modes (supernet.family.SlotLayout.modes) -----------------------------------------------------
+def mode_slices(layout: Any, blocks: torch.Tensor) -> list[torch.Tensor]:
+    """Per mode, its ``[S, D, mode_choices, ...]`` part of a per-slot table ``[S, D, choices, ...]``."""
+    size = layout.mode_choices
+    return [blocks[:, :, m * size:(m + 1) * size] for m in range(layout.modes)]
+
+
+def extremes(layout: Any, blocks: torch.Tensor, base: float = 0.0) -> tuple[float, float]:
+    """The least and the greatest ``base + sum over used slots of blocks[g, b, c]`` (``blocks``: ``[S, D, C]``)
+    over every network of ``layout``: within a mode the groups are independent, so each takes its best
+    (worst) depth of its slots' best (worst) choices; then the best (worst) mode. No network is enumerated;
+    NaN entries (a choice no network uses) never count."""
+    lows, highs = [], []
+    for part in mode_slices(layout, blocks.to(torch.float64)):
+        for pick, fill, out in ((torch.min, math.inf, lows), (torch.max, -math.inf, highs)):
+            per_slot = torch.cumsum(pick(part.nan_to_num(fill), dim=2).values, dim=1)  # [S, D]: first d slots
+            by_depth = torch.stack([per_slot[:, d - 1] for d in layout.depths], dim=1)  # [S, depths]
+            out.append(base + float(pick(by_depth, dim=1).values.sum()))
+    return min(lows), max(highs)
+
+
+def _window_size(ticks: np.ndarray, depths: list[int], lo: int, hi: int) -> float:
+    w = _window_tables(ticks, depths, lo, hi)
+    return float(w.first[-1]) if len(w.first) else 0.0
+
+
+def _mode_seed(seed: int, mode: int) -> int:
+    """The seed of one mode's draws: splitmix64 of the seed and the mode, 63 bits."""
+    return int(_mix(np.array([(seed + (mode + 1) * _GOLDEN) & _MASK64], dtype=_U64))[0] >> _U64(1))
+
+
+def _sample_modes(n: int, seed: int, layout: Any, op: Any, ticks: torch.Tensor | None = None, lo: int = 0,
+                  hi: int = 0) -> torch.Tensor:
+    """Codes of a layout with modes, composed of the one-mode kernel ``op``: each row's mode is drawn with
+    the weight of its networks (all alike for uniform draws; those in ``[lo, hi]`` ticks for windowed ones),
+    then ``op`` draws the rows of each mode within that mode's slice of the table, and their used slots'
+    first digits are shifted into the mode. The mode draws are numpy's on both backends, so codes stay
+    bit-identical across them."""
+    S, D, M, depths = layout.groups, layout.max_depth, layout.modes, list(layout.depths)
+    kernels, expands = layout.mode_choices // layout.split, layout.split
+    parts = None if ticks is None else [part.contiguous() for part in mode_slices(layout, ticks)]
+    weights = np.ones(M) if parts is None else np.array([_window_size(p.numpy(), depths, lo, hi) for p in parts])
+    if not weights.sum() > 0:
+        raise ValueError(f"sample_archs: the window [{lo}, {hi}] ticks holds no architecture")
+    keys = _arch_keys(seed, 0, n)
+    modes = _pick_rows(np.cumsum(weights)[None, :].repeat(n, 0), _unit(_draw(keys, 0)))
+    width = 1 + 2 * D
+    out = torch.zeros((n, S * width), dtype=torch.int8)
+    depth_values = torch.tensor(depths)
+    for m in range(M):
+        rows = torch.from_numpy(np.flatnonzero(modes == m))
+        if not len(rows):
+            continue
+        window = () if parts is None else (parts[m], lo, hi)
+        codes = op(len(rows), _mode_seed(seed, m), S, depths, kernels, expands, *window).clone()
+        view = codes.view(len(rows), S, width)
+        used = torch.arange(D) < depth_values[view[:, :, 0].long()][..., None]  # [n, S, D]
+        view[:, :, 1::2] += (used * (m * kernels)).to(torch.int8)
+        out[rows] = codes
+    return out
+
+
 # ---- public sampling API ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Quantised:
@@ -439,9 +508,7 @@ def _quantise(space: Space, latency: MetricTable, window: tuple[float, float], r
     base = int(torch.round(lat.base[0] / resolution))
     lo = math.ceil(lo_ms / resolution - 1e-9) - base
     hi = math.floor(hi_ms / resolution + 1e-9) - base
-    depths, groups = list(space.layout().depths), space.layout().groups
-    low = sum(min(int(ticks[s, :d].min(1).values.sum()) for d in depths) for s in range(groups))
-    high = sum(max(int(ticks[s, :d].max(1).values.sum()) for d in depths) for s in range(groups))
+    low, high = (round(v) for v in extremes(space.layout(), ticks))
     return _Quantised(ticks, base, lo, hi, low, high, resolution)
 
 
@@ -468,14 +535,19 @@ def sample(space: Space, n: int, *, seed: int = 0, latency: MetricTable | None =
         raise UserError(f"cannot sample {n} architectures")
     S, _, KK, E, depths = _layout(space)
     op = torch.ops.oneshot.sample_archs if backend == "cpp" else sample_archs_reference
+    layout = space.layout()
+    if layout.modes > 1:
+        op = functools.partial(_sample_modes, layout=layout, op=op)
     if window is None:
-        return op(n, seed, S, depths, KK, E)
+        return op(n, seed) if layout.modes > 1 else op(n, seed, S, depths, KK, E)
     if latency is None:
         raise UserError("a latency window needs a latency table")
     q = _quantise(space, latency, window, resolution)
     if q.hi < q.low or q.lo > q.high:
         raise _empty_window(space, window, q, resolution)
     try:
+        if layout.modes > 1:
+            return op(n, seed, ticks=q.ticks, lo=q.lo, hi=q.hi)
         return op(n, seed, S, depths, KK, E, q.ticks, q.lo, q.hi)
     except (RuntimeError, ValueError) as err:
         if "holds no architecture" in str(err):
@@ -487,8 +559,9 @@ def window_count(space: Space, latency: MetricTable, window: tuple[float, float]
                  resolution: float = DEFAULT_RESOLUTION_MS) -> float:
     """Number of distinct networks whose quantised latency lies in ``window`` (float64: may be huge)."""
     q = _quantise(space, latency, window, resolution)
-    w = _window_tables(q.ticks.numpy(), list(space.layout().depths), q.lo, q.hi)
-    return float(w.first[-1]) if len(w.first) else 0.0
+    layout = space.layout()
+    return sum(_window_size(part.contiguous().numpy(), list(layout.depths), q.lo, q.hi)
+               for part in mode_slices(layout, q.ticks))
 
 
 @dataclass

@@ -168,12 +168,74 @@ class SpaceConfig:
             raise malformed_config(err, source) from None
 
 
-class Space:
-    """The architectures of one supernet, as named categorical choices.
+class ChoiceSpace:
+    """What every space made of named categorical choices shares: ``choices`` maps each key to its options, in
+    a fixed order, and ``to_string`` names the network a dict describes. ``sample``, ``mutate`` and
+    ``crossover`` take an explicit :class:`random.Random` so that every caller controls its own seed."""
 
-    ``choices`` maps each key to its options, in a fixed order; ``sample``, ``mutate`` and ``crossover``
-    take an explicit :class:`random.Random` so that every caller controls its own seed.
-    """
+    config: Any
+    choices: dict[str, tuple[Any, ...]]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def validate(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a clean copy of ``arch`` in key order, or raise :class:`UserError` naming the bad entry."""
+        return check_choices(self.choices, arch, self.name)
+
+    def to_string(self, arch: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def parse(self, value: str | Mapping[str, Any]) -> dict[str, Any]:
+        """Accept a canonical string, a JSON object text, or a dict; return a validated dict."""
+        return parse_arch(self, value)
+
+    # ---- special members ------------------------------------------------------------------------
+    def _constant(self, pick: Callable[[tuple[Any, ...]], Any]) -> dict[str, Any]:
+        return {key: pick(options) for key, options in self.choices.items()}
+
+    def largest(self) -> dict[str, Any]:
+        return self._constant(max)
+
+    def smallest(self) -> dict[str, Any]:
+        return self._constant(min)
+
+    # ---- sampling and variation -----------------------------------------------------------------
+    def sample(self, rng: random.Random) -> dict[str, Any]:
+        """Every key drawn uniformly and independently from its options."""
+        return {key: rng.choice(options) for key, options in self.choices.items()}
+
+    def mutate(self, arch: Mapping[str, Any], rng: random.Random, prob: float = 0.1) -> dict[str, Any]:
+        """Redraw each key with probability ``prob``; at least one active choice always changes."""
+        arch = self.validate(arch)
+        child = {key: (rng.choice(opts) if rng.random() < prob else arch[key]) for key, opts in self.choices.items()}
+        while self.to_string(child) == self.to_string(arch):
+            key = rng.choice(list(self.choices))
+            child[key] = rng.choice(self.choices[key])
+        return child
+
+    def crossover(self, a: Mapping[str, Any], b: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+        """Each key taken from either parent with equal probability."""
+        a, b = self.validate(a), self.validate(b)
+        return {key: (a[key] if rng.random() < 0.5 else b[key]) for key in self.choices}
+
+    def to_indices(self, arch: Mapping[str, Any]) -> list[int]:
+        """Numeric encoding: the option index of every key, in key order."""
+        arch = self.validate(arch)
+        return [options.index(arch[key]) for key, options in self.choices.items()]
+
+    def from_indices(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``.
+
+        ``indices`` is a list, tuple or 1-D array of whole numbers (Python or NumPy integers; not floats,
+        bools or strings), each in range for its key; anything else is a one-line :class:`UserError`.
+        """
+        return arch_from_indices(self.choices, indices, self.name)
+
+
+class Space(ChoiceSpace):
+    """The architectures of one ``mbv3`` supernet, as named categorical choices (see :class:`ChoiceSpace`)."""
 
     def __init__(self, config: SpaceConfig):
         self.config = config
@@ -186,18 +248,10 @@ class Space:
                 self.choices[f"stage{s + 1}.block{b}.expand"] = config.expands
 
     @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
     def num_stages(self) -> int:
         return len(self.config.stages)
 
     # ---- validation and canonical forms -------------------------------------------------------
-    def validate(self, arch: Mapping[str, Any]) -> Arch:
-        """Return a clean copy of ``arch`` in key order, or raise :class:`UserError` naming the bad entry."""
-        return check_choices(self.choices, arch, self.name)
-
     def blocks(self, arch: Arch) -> Iterator[tuple[int, int, int, int]]:
         """Yield ``(stage, block, kernel, expand)`` for the active blocks of a validated ``arch``."""
         for s in range(self.num_stages):
@@ -260,39 +314,6 @@ class Space:
             raise UserError(f"architecture string {text!r}: stage{bad + 1} has more than {self.max_depth} blocks")
         return self.validate(arch)
 
-    def parse(self, value: str | Mapping[str, Any]) -> Arch:
-        """Accept a canonical string, a JSON object text, or a dict; return a validated dict."""
-        return parse_arch(self, value)
-
-    # ---- special members ------------------------------------------------------------------------
-    def _constant(self, pick: Callable[[tuple[int, ...]], int]) -> Arch:
-        return {key: pick(options) for key, options in self.choices.items()}
-
-    def largest(self) -> Arch:
-        return self._constant(max)
-
-    def smallest(self) -> Arch:
-        return self._constant(min)
-
-    # ---- sampling and variation -----------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Arch:
-        """Every key drawn uniformly and independently from its options."""
-        return {key: rng.choice(options) for key, options in self.choices.items()}
-
-    def mutate(self, arch: Mapping[str, Any], rng: random.Random, prob: float = 0.1) -> Arch:
-        """Redraw each key with probability ``prob``; at least one active choice always changes."""
-        arch = self.validate(arch)
-        child = {key: (rng.choice(opts) if rng.random() < prob else arch[key]) for key, opts in self.choices.items()}
-        while self.to_string(child) == self.to_string(arch):
-            key = rng.choice(list(self.choices))
-            child[key] = rng.choice(self.choices[key])
-        return child
-
-    def crossover(self, a: Mapping[str, Any], b: Mapping[str, Any], rng: random.Random) -> Arch:
-        """Each key taken from either parent with equal probability."""
-        a, b = self.validate(a), self.validate(b)
-        return {key: (a[key] if rng.random() < 0.5 else b[key]) for key in self.choices}
-
     def size(self) -> int:
         """Number of distinct networks (inactive blocks do not count)."""
         per_block = len(self.config.kernels) * len(self.config.expands)
@@ -320,20 +341,6 @@ class Space:
         stage_options = [blocks for d in self.config.depths for blocks in itertools.product(pairs, repeat=d)]
         for stages in itertools.product(stage_options, repeat=self.num_stages):
             yield self.from_string("|".join("-".join(f"k{k}e{e}" for k, e in blocks) for blocks in stages))
-
-    def to_indices(self, arch: Mapping[str, Any]) -> list[int]:
-        """Numeric encoding: the option index of every key, in key order."""
-        arch = self.validate(arch)
-        return [options.index(arch[key]) for key, options in self.choices.items()]
-
-    def from_indices(self, indices: Sequence[int]) -> Arch:
-        """Inverse of :meth:`to_indices`: the architecture whose option indices, in key order, are ``indices``.
-
-        ``indices`` is a list, tuple or 1-D array of whole numbers (Python or NumPy integers; not floats,
-        bools or strings), each in range for its key; anything else is a one-line :class:`UserError`.
-        """
-        return arch_from_indices(self.choices, indices, self.name)
-
 
 def parse_arch(space: Any, value: str | Mapping[str, Any]) -> dict[str, Any]:
     """``space.validate`` of a dict or of a JSON object text, else ``space.from_string`` of the text: the
@@ -482,6 +489,7 @@ class Mbv3Family:
 
     name = "mbv3"
     default_sampling = "sandwich"
+    default_optimizer = "sgd"
 
     def config_from_dict(self, data: Mapping[str, Any], source: str) -> SpaceConfig:
         return SpaceConfig.from_dict(data, source)

@@ -48,7 +48,7 @@ from supernet.data import DEFAULT_DATA, ImageSet, Splits, batches, load_splits
 from supernet.distributed import DEVICES, Group, join
 from supernet.divergence import StepGuard
 from supernet.errors import (ArgumentParser, Number, UserError, check_ranges, float_range, int_range,
-                             non_negative_float, positive_float, random_seed, run_cli, unit_interval)
+                             non_negative_float, random_seed, run_cli, unit_interval)
 from supernet.evaluate import subnet_accuracy
 from supernet.family import build_supernet, config_from_dict, data_format, family_of, get_space
 from supernet.io import write_json
@@ -65,7 +65,8 @@ class TrainConfig:
     out: str = "runs/supernet"
     epochs: int = 3
     batch_size: int = 128
-    lr: float = 0.1
+    lr: float = 0.0  # 0: the optimizer's default (OPTIMIZERS)
+    optimizer: str = ""  # sgd or adamw; "": the space family's default
     momentum: float = 0.9
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
@@ -92,11 +93,15 @@ class TrainConfig:
             self.sampling = family_of(space.config).default_sampling
         if self.sampling not in SAMPLINGS:
             raise UserError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        self.optimizer = self.optimizer or family_of(space.config).default_optimizer
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        self.lr = self.lr or OPTIMIZERS[self.optimizer]
         return self
 
 
 TRAIN_RANGES: dict[str, Number] = {  # every numeric field's range: the flag's type= and validate()'s check
-    "epochs": int_range(), "batch_size": int_range(), "lr": positive_float,
+    "epochs": int_range(), "batch_size": int_range(), "lr": non_negative_float,
     "momentum": float_range(0.0, 1.0, below=True), "weight_decay": non_negative_float,
     "label_smoothing": unit_interval, "warmup_steps": int_range(0), "random_subnets": int_range(0),
     "paths": int_range(1, 64),
@@ -117,11 +122,15 @@ HELP = {  # what each flag of supernet.train is for (its default is added by sup
     "space": "registered search space to train (python -c 'from supernet.family import list_spaces; "
              "print(list_spaces())')",
     "data": "dataset folder: Fashion-MNIST IDX files or an ImageFolder with train/ and test/; for an audio space, "
-            "WAV files named as FSDD's ({label}_{speaker}_{index}.wav) or in train/<class>/ and test/<class>/",
+            "WAV files named as FSDD's ({label}_{speaker}_{index}.wav) or in train/<class>/ and test/<class>/; for a "
+            "text space, a folder with train.tsv and test.tsv (or dev.tsv) of 'label<TAB>sentence' lines",
     "out": "output folder (last.pt, final.pt, metrics.json)",
     "epochs": "passes over the training images", "batch_size": "images per step (the global batch under torchrun)",
-    "lr": "peak learning rate (SGD, Nesterov)", "momentum": "SGD momentum",
-    "weight_decay": "weight decay of convolution and linear weights",
+    "lr": "peak learning rate (0: the optimizer's, SGD 0.1 and AdamW 0.001)",
+    "optimizer": "sgd (Nesterov momentum) or adamw (decoupled weight decay); default: the space family's (mbv3 and "
+                 "nb201: sgd; transformer: adamw)",
+    "momentum": "SGD momentum (AdamW: its first beta)",
+    "weight_decay": "weight decay of convolution, linear and embedding weights",
     "label_smoothing": "label smoothing of the cross-entropy", "warmup_steps": "linear warm-up steps before the cosine",
     "sampling": "which subnets each step trains: sandwich, uniform (SPOS) or fair (FairNAS); default: the family's",
     "random_subnets": "sandwich: random subnets per step besides the largest and smallest",
@@ -164,14 +173,19 @@ def lr_at(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * warmup * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def make_optimizer(model: nn.Module, config: Any) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; no weight decay on batch-norm parameters and biases. ``config``: any config
-    with ``lr``, ``momentum`` and ``weight_decay`` (training, retraining, differentiable search)."""
+OPTIMIZERS = {"sgd": 0.1, "adamw": 1e-3}  # each optimizer's default peak learning rate
+
+
+def make_optimizer(model: nn.Module, config: Any) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum, or AdamW (``config.optimizer``, default SGD); no weight decay on norm
+    parameters and biases. ``config``: any config with ``lr``, ``momentum`` and ``weight_decay``
+    (training, retraining, differentiable search)."""
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
-                           lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if (getattr(config, "optimizer", "") or "sgd") == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.98))
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
 def epoch_batches(train_set: ImageSet, config: Any, epoch: int,

@@ -6,6 +6,7 @@ Everything here is small enough that the whole suite runs in minutes on two core
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import struct
@@ -45,15 +46,29 @@ def make_fake_fmnist(root: Path, train: int = 320, test: int = 80, seed: int = 0
 
 def example_input(config: Any, batch: int = 2) -> torch.Tensor:
     """A seeded input batch for the networks of space ``config``: images (at most 64 pixels a side: the networks
-    are fully convolutional, and ImageNet-scale spaces run small here), or audio clips in [-1, 1]."""
+    are fully convolutional, and ImageNet-scale spaces run small here), audio clips in [-1, 1], or sentences."""
     from supernet import family
 
     generator = torch.Generator().manual_seed(1)
-    if family.audio_frontend(config) is not None:
-        return torch.rand(batch, *family.input_shape(config), generator=generator) * 2 - 1
+    if family.audio_frontend(config) is not None or family.token_input(config) is not None:
+        return family.example_input(config, batch, seed=1)
     channels, size, _ = family.input_shape(config)
     size = min(size, 64)
     return torch.rand(batch, channels, size, size, generator=generator)
+
+
+SST2 = ROOT.parent / "shared" / "data" / "sst2"
+NO_SST2 = f"SST-2 (sentiment) is not at {SST2} (the shared data folder beside the repository)"
+
+
+def make_sst2_slice(root: Path, train: int, test: int) -> Path:
+    """A text dataset folder holding the header and first ``train`` sentences of SST-2's train.tsv and the first
+    ``test`` of its dev.tsv (as dev.tsv: the test split); a slice in a temporary folder, not in the repository."""
+    root.mkdir(parents=True)
+    for name, count in (("train.tsv", train), ("dev.tsv", test)):
+        lines = (SST2 / name).read_text(encoding="utf-8").splitlines()
+        (root / name).write_text("\n".join(lines[:count + 1]) + "\n", encoding="utf-8")
+    return root
 
 
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
@@ -195,6 +210,38 @@ def train_table_and_search(root: Path, space: str, data: Path, train_flags: list
     return {"root": root, "data": data, "table": table, "checkpoint": checkpoint, "space": network, "budget": budget,
             "common": common, "results": root / "search" / "results.json",
             "printed": {"train": trained.stdout, "build": built.stdout, "evolve": searched.stdout}}
+
+
+def check_search_results(run: dict[str, Any]) -> dict[str, Any]:
+    """The evolution of :func:`train_table_and_search` kept to its budget; then search by BO for two scenarios
+    between the smallest and the largest subnets' predicted latency, each winner within its budget. Returns the
+    evolution's results."""
+    from search.latency import load_table
+
+    results = json.loads(run["results"].read_text())
+    (name, winner), = results["winners"].items()
+    assert name == f"cpu:{run['budget']:g}"
+    assert all(r["metrics"]["latency_ms@cpu"] <= run["budget"] for r in results["history"])
+    space, table = run["space"], load_table(run["table"])
+    low, high = table.predict(space.smallest()), table.predict(space.largest())
+    scenarios = [f"cpu:{low + (high - low) * f:.3f}" for f in (0.3, 0.7)]
+    run_module("search.bo", "--scenarios", ",".join(scenarios), "--evaluations", "4", "--initial", "2", "--pool", "20",
+               "--verify", "1", *run["common"], "--out", str(run["root"] / "bo"))
+    bo = json.loads((run["root"] / "bo" / "results.json").read_text())
+    assert list(bo["winners"]) == [s["name"] for s in bo["scenarios"]] and len(bo["winners"]) == 2
+    for scenario in bo["scenarios"]:
+        assert bo["winners"][scenario["name"]]["metrics"]["latency_ms@cpu"] <= scenario["latency_ms"]
+    return results
+
+
+def retrain_winner(run: dict[str, Any], batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fine-tune the evolution's winner of :func:`train_table_and_search` for one epoch through
+    ``search.retrain``; returns the winner's record and the retraining's results."""
+    winner = json.loads(run["results"].read_text())["winners"][f"cpu:{run['budget']:g}"]
+    retrained = run["results"].parent / "retrain-finetune"
+    run_module("search.retrain", "--results", str(run["results"]), "--epochs", "1", "--batch-size", str(batch_size),
+               *run["common"], "--out", str(retrained))
+    return winner, json.loads((retrained / "retrain.json").read_text())
 
 
 def check_markdown(report: str, folder: Path) -> None:

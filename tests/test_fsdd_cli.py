@@ -7,7 +7,6 @@ process without this project, and write the report. tests/test_audio.py checks t
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import torch
 from search.export import read_metadata
 from search.latency import load_table
 from supernet.checkpoint import load_supernet
-from tests.conftest import (FSDD, NO_FSDD, check_markdown, logits_without_the_project, make_fsdd_slice, run_module,
-                            train_table_and_search)
+from tests.conftest import (FSDD, NO_FSDD, check_markdown, check_search_results, logits_without_the_project,
+                            make_fsdd_slice, retrain_winner, run_module, train_table_and_search)
 
 pytestmark = [pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=NO_FSDD), pytest.mark.slow]
 
@@ -43,31 +42,15 @@ def test_train_on_audio_records_the_front_end(run: dict[str, Any]) -> None:
 
 
 def test_evolution_and_bo_find_subnets_under_the_budgets(run: dict[str, Any]) -> None:
-    results = json.loads(run["results"].read_text())
-    (name, winner), = results["winners"].items()
-    assert name == f"cpu:{run['budget']:g}"
-    assert all(r["metrics"]["latency_ms@cpu"] <= run["budget"] for r in results["history"])
+    results = check_search_results(run)
+    (winner,) = results["winners"].values()
     assert winner["arch_string"] in run["printed"]["evolve"]
     assert results["config"]["data"] == str(run["data"])
-
-    space, table = run["space"], load_table(run["table"])
-    low, high = table.predict(space.smallest()), table.predict(space.largest())
-    scenarios = [f"cpu:{low + (high - low) * f:.3f}" for f in (0.3, 0.7)]
-    run_module("search.bo", "--scenarios", ",".join(scenarios), "--evaluations", "4", "--initial", "2", "--pool", "20",
-               "--verify", "1", *run["common"], "--out", str(run["root"] / "bo"))
-    bo = json.loads((run["root"] / "bo" / "results.json").read_text())
-    assert list(bo["winners"]) == [s["name"] for s in bo["scenarios"]] and len(bo["winners"]) == 2
-    for scenario in bo["scenarios"]:
-        assert bo["winners"][scenario["name"]]["metrics"]["latency_ms@cpu"] <= scenario["latency_ms"]
 
 
 def test_retrain_export_and_report(run: dict[str, Any], tmp_path: Path) -> None:
     space = run["space"]
-    winner = json.loads(run["results"].read_text())["winners"][f"cpu:{run['budget']:g}"]
-    retrained = run["results"].parent / "retrain-finetune"
-    run_module("search.retrain", "--results", str(run["results"]), "--epochs", "1", "--batch-size", "20",
-               *run["common"], "--out", str(retrained))
-    result = json.loads((retrained / "retrain.json").read_text())
+    winner, result = retrain_winner(run, batch_size=20)
     assert result["metrics"]["test"]["images"] == 10 * 2 * PER_DIGIT
 
     # --calibration-size 0 keeps the supernet's statistics: the files must give the supernet's logits on raw audio

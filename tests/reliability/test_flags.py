@@ -164,7 +164,7 @@ def test_seeds_up_to_the_limit_are_accepted_by_every_seeded_library() -> None:
 
 
 @pytest.mark.parametrize("field, value", [
-    ("lr", math.nan), ("lr", 0.0), ("momentum", 1.0), ("weight_decay", math.inf), ("label_smoothing", 1.5),
+    ("lr", math.nan), ("lr", -0.1), ("momentum", 1.0), ("weight_decay", math.inf), ("label_smoothing", 1.5),
     ("seed", 2**64), ("batch_size", 0), ("epochs", 1.5), ("subset", -1), ("lr", 1e308), ("val_size", True)])
 def test_configs_built_in_code_check_the_same_ranges(field: str, value: Any) -> None:
     """TrainConfig.validate (also what a resumed run's stored config goes through) and RetrainConfig.validate."""
