@@ -65,7 +65,7 @@ class TrainConfig:
     out: str = "runs/supernet"
     epochs: int = 3
     batch_size: int = 128
-    lr: float = 0.0  # 0: the optimizer's default (OPTIMIZERS)
+    lr: float = 0.1  # 0: the optimizer's default (OPTIMIZERS: AdamW 0.001)
     optimizer: str = ""  # sgd or adamw; "": the space family's default
     momentum: float = 0.9
     weight_decay: float = 3e-5
