@@ -120,7 +120,8 @@ def test_a_search_uses_the_predictor_beside_the_checkpoint_and_the_supernet_chec
                         str(tmp_path / "report.md"))
     assert "the 3 best were evaluated by the supernet" in (tmp_path / "report.md").read_text()
 
-    loose = [f"cpu:{round(table.highest_ms() + extra, 2):g}" for extra in (1, 2)]  # budgets every subnet meets
+    # budgets every subnet meets, far enough above the table that no measurement on a busy machine reaches them
+    loose = [f"cpu:{round(table.highest_ms() + extra, 2):g}" for extra in (100, 200)]
     swept = run_module(args[0], *args[3:-1], str(tmp_path / "loose"), "--scenarios", ",".join(loose)).stderr
     assert args[1] == "--latency-ms" and f"scenarios {loose[0]} to {loose[1]} (2): every subnet meets" in swept
     assert f"scenario {loose[1]}: its budget does not bind, as {loose[0]}'s did not: that search serves it" in swept
