@@ -318,3 +318,67 @@ def mixed_edge(x: torch.Tensor, weights: torch.Tensor, conv1: torch.Tensor, conv
         return out
     return mixed_edge_reference(x, weights, conv1, conv3, bn1_weight, bn1_bias, bn1_mean, bn1_var, bn3_weight,
                                 bn3_bias, bn3_mean, bn3_var, training, momentum, eps)
+
+
+def dropout_keep(numel: int, p: float, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The mask of ``csrc/dropout_add.cpp`` for ``numel`` elements: element ``i`` is kept when a 32-bit integer
+    hash of ``i xor seed`` is at least ``round(p * 2**32)``. The hash is a bijection of ``[0, 2**32)``, so a
+    fraction ``1 - p`` of all indices is kept; int64 arithmetic here, no product reaches ``2**63``."""
+    if not 0.0 <= p <= 1.0 or numel >= 1 << 32:
+        raise ValueError(f"dropout: p must be in [0, 1] (got {p}) and tensors under 2**32 elements (got {numel})")
+    x = torch.arange(numel, dtype=torch.int64, device=device) ^ (seed & 0xFFFFFFFF)
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return ((x >> 16) ^ x) >= round(p * 2 ** 32)
+
+
+def dropout_scale_reference(grad: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """``grad`` with :func:`dropout_keep`'s dropped elements zeroed and the kept ones scaled by ``1 / (1 - p)``."""
+    keep = dropout_keep(grad.numel(), p, seed, grad.device).view(grad.shape)
+    return grad * keep.to(grad.dtype) * (1.0 / (1.0 - p) if p < 1.0 else 0.0)
+
+
+def dropout_add_reference(x: torch.Tensor, y: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """``x + dropout(y)`` with the mask of :func:`dropout_keep`: the oracle of ``oneshot::dropout_add``."""
+    if x.shape != y.shape or x.dtype != y.dtype:
+        raise ValueError(f"dropout_add: x and y must have the same shape and dtype, got {list(x.shape)} and "
+                         f"{list(y.shape)}")
+    return x + dropout_scale_reference(y, p, seed)
+
+
+_DROPOUT_KERNEL = _BACKEND == "cpp" and hasattr(torch.ops.oneshot, "dropout_add")
+
+if _DROPOUT_KERNEL:
+    @torch.library.register_fake("oneshot::dropout_add")
+    def _dropout_add_fake(x: torch.Tensor, y: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+        return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("oneshot::dropout_scale")
+    def _dropout_scale_fake(grad: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+        return torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+    def _dropout_setup(ctx, inputs, output) -> None:
+        ctx.p, ctx.seed = inputs[-2], inputs[-1]
+
+    def _dropout_add_backward(ctx, grad: torch.Tensor):
+        return grad, torch.ops.oneshot.dropout_scale(grad, ctx.p, ctx.seed), None, None
+
+    def _dropout_scale_backward(ctx, grad: torch.Tensor):
+        return torch.ops.oneshot.dropout_scale(grad, ctx.p, ctx.seed), None, None
+
+    torch.library.register_autograd("oneshot::dropout_add", _dropout_add_backward, setup_context=_dropout_setup)
+    torch.library.register_autograd("oneshot::dropout_scale", _dropout_scale_backward, setup_context=_dropout_setup)
+
+
+def dropout_add(x: torch.Tensor, y: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``x + dropout(y, p)``, a residual with dropout on its branch: one pass of ``csrc/dropout_add.cpp`` on the
+    CPU, whose backward recomputes the mask from a seed drawn from torch's generator (so ``torch.manual_seed``
+    fixes the masks). Elsewhere, or unbuilt, torch's own dropout, which is the same distribution and faster
+    than :func:`dropout_add_reference`'s integer hash in torch ops (that one is the kernel's test oracle)."""
+    if not training or p == 0.0:
+        return x + y
+    if _DROPOUT_KERNEL and y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) \
+            and x.shape == y.shape and x.dtype == y.dtype:
+        seed = int(torch.randint(1 << 32, ()).item())
+        return torch.ops.oneshot.dropout_add(x, y, p, seed)
+    return x + torch.nn.functional.dropout(y, p, True)

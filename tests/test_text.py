@@ -138,3 +138,41 @@ def test_space_strings_codes_and_modes() -> None:
                        ("e96|" + "-".join(["h1f128"] * 5), "has 5 layers"), ("e80|h1f128", "embed=80")):
         with pytest.raises(UserError, match=match):
             space.parse(bad)
+
+
+def test_kept_weight_views_follow_updates_moves_and_loads_and_a_full_batch_equals_the_plain_model() -> None:
+    config = family.get_space("tfm-sst2").config
+    supernet = family.build_supernet(config).eval()
+    arch = supernet.space.parse("e96|h2f256-h4f512")
+    supernet.set_active(arch)
+    x = torch.randint(2, config.tokens.vocab_size, (12, 1, 1, 64), generator=torch.Generator().manual_seed(1)).float()
+    with torch.no_grad():  # 12 full sentences at width 96: the residual GEMM that accumulates onto x runs
+        before = supernet(x)
+        torch.testing.assert_close(supernet.extract()(x), before, atol=1e-5, rtol=1e-5)
+        supernet.stages[1].fc2.weight.mul_(2.0)  # an in-place update, as an optimizer's step
+        updated = supernet(x)
+        assert not torch.allclose(updated, before)
+        torch.testing.assert_close(supernet.extract()(x), updated, atol=1e-5, rtol=1e-5)
+        supernet.set_active(supernet.space.parse("e96|h2f256"))
+        torch.testing.assert_close(supernet(x), supernet.extract()(x), atol=1e-5, rtol=1e-5)
+        supernet.set_active(arch)
+        torch.testing.assert_close(supernet(x), updated)
+        supernet.double()  # new parameter tensors: the kept views must not point at the old ones
+        torch.testing.assert_close(supernet(x.double()), updated.double(), atol=1e-5, rtol=1e-5)
+        fresh = family.build_supernet(config).double()
+        supernet.load_state_dict(fresh.state_dict(), assign=True)
+        fresh.set_active(arch)
+        torch.testing.assert_close(supernet(x.double()), fresh.eval()(x.double()))
+
+
+def test_training_drops_out_on_the_residual_branches_under_torch_manual_seed() -> None:
+    config = family.get_space("tfm-sst2").config
+    supernet = family.build_supernet(config).train()
+    supernet.set_active(supernet.space.parse("e64|h1f128"))
+    x = torch.randint(2, 100, (4, 1, 1, 64)).float()
+    torch.manual_seed(0)
+    first = supernet(x)
+    torch.manual_seed(0)
+    assert torch.equal(supernet(x), first) and not torch.equal(supernet(x), first)
+    with torch.no_grad():
+        assert not torch.allclose(supernet.eval()(x), first)
