@@ -1,6 +1,6 @@
 """Whole supernet at an active subnet vs the extracted static subnet (plain eager PyTorch), in one run.
 
-    python bench/supernet_vs_static.py [--spaces mbv3 mbv3-imagenet tfm-sst2] [--profile]
+    python bench/supernet_vs_static.py [--spaces mbv3 mbv3-imagenet tfm-sst2] [--profile] [--dropout P]
 
 For each space, a random and the largest subnet: the forward (eval, channels-last, no grad) and one training
 step (forward, cross-entropy, backward, SGD step; channels-last) of the supernet with that subnet active,
@@ -11,11 +11,13 @@ not depend on them). The line the supernet prints says which path its elastic op
 ``tfm-sst2`` (the elastic transformer) runs on sentences of the full 64 words, so that the supernet's dropping of
 unused padding gives it nothing the static subnet lacks. ``--profile`` adds, per space and subnet, where each
 model's forward spends its time: the torch profiler's self CPU time per operator, the operators of either model
-that take the most.
+that take the most. ``--dropout`` sets the transformer's dropout rate (0 leaves out what the supernet's dropout
+kernel gains, so that the training step shows what weight slicing alone costs).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
@@ -103,6 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spaces", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--profile", action="store_true", help="also print where each forward spends its time")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="the transformer's dropout rate (default: the space's own, 0.1 for tfm-sst2)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'space':14s} {'subnet':8s} {'measure':18s} {'supernet ms':>12s} {'static ms':>10s} {'ratio':>6s}")
@@ -111,6 +115,8 @@ def main() -> None:
         batches, train_batch, fwd_repeats, train_repeats = SETTINGS[name]
         space = get_space(name)
         config = space.config
+        if args.dropout is not None and hasattr(config, "dropout"):
+            config = dataclasses.replace(config, dropout=args.dropout)
         torch.manual_seed(0)
         supernet = build_supernet(config).to(memory_format=CL)
         for label, arch in (("random", space.sample(random.Random(0))), ("largest", space.largest())):
