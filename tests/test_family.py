@@ -16,6 +16,7 @@ from search.latency import LatencyTable
 from supernet import family
 from supernet import sampler as sm
 from supernet.errors import UserError
+from supernet.evaluate import fold_batch_norm
 from tests.conftest import example_input
 
 SPACES = family.list_spaces()
@@ -131,3 +132,37 @@ def test_sampler_codes_and_latency_sums_agree_with_the_per_architecture_paths(na
     torch.testing.assert_close(table.predict_many(archs), expected)
     scored = sm.score(space, sm.encode(space, archs), table.metric_table())[:, 0]
     torch.testing.assert_close(scored, expected)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_folded_batch_norm_gives_the_same_logits_and_leaves_the_subnet_alone(name: str) -> None:
+    space = family.get_space(name)
+    supernet = family.build_supernet(space.config)
+    x = example_input(space.config, 4)
+    for arch in archs_of(space, 2):
+        subnet = supernet.extract(arch).eval()
+        randomise_batch_norm(subnet)
+        before = {k: v.clone() for k, v in subnet.state_dict().items()}
+        folded = fold_batch_norm(subnet)
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), subnet(x), atol=1e-5, rtol=1e-4)
+        assert all(torch.equal(v, before[k]) for k, v in subnet.state_dict().items())
+        norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in subnet.modules())
+        left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        if space.config.family == "mbv3":
+            assert norms > 0 and left == 0  # every norm of MobileNetV3 reads a convolution
+        else:
+            assert left <= norms
+
+
+def test_a_model_fx_cannot_trace_is_evaluated_unfolded() -> None:
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(2, 2, 1), torch.nn.BatchNorm2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.conv(x)) if x.sum() > 0 else x
+
+    model = Branchy().eval()
+    assert fold_batch_norm(model) is model
