@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from supernet.data import ImageSet, batches

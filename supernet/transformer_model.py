@@ -281,6 +281,7 @@ class TransformerSupernet(nn.Module):
                                 for key, value in subnet.state_dict().items()})
         return subnet.train(self.training)
 
+
 # ---- units for latency tables and FLOPs counts ------------------------------------------------------
 class _EmbedUnit(nn.Module):
     def __init__(self, config: TransformerConfig, embed: int):
