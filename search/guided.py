@@ -11,8 +11,9 @@ three steps per scenario:
    predictor call (batched as the algorithm batches its candidates), so hundreds cost a second or less, and
    none is journalled (the predictor is deterministic: a rerun repeats them).
 3. **Verify.** The ``--verify`` best candidates by predicted accuracy are evaluated with the supernet
-   (``val_top1``, as a direct search scores) and timed end to end, both journalled; the winner is the most
-   accurate *by the supernet* whose measured latency meets the budget.
+   (``val_top1``, as a direct search scores), then timed end to end from the most accurate by the supernet
+   down until one meets the budget: that one wins, the most accurate by the supernet whose measured latency
+   meets the budget, and the less accurate are not timed (``scored`` in the results). Both are journalled.
 
 The results say which figure is which (``figures``): ``predicted_top1`` comes from the predictor, ``val_top1``
 from the supernet, ``latency_ms@DEVICE`` from the table, ``measured_latency_ms`` from the clock.

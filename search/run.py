@@ -170,7 +170,9 @@ def add_common_args(parser: argparse.ArgumentParser, out: str) -> None:
                         help="latency runtime (default: the --table's, else eager)")
     parser.add_argument("--calibration-size", type=int_range(), default=DEFAULT_CALIBRATION,
                         help="training images used to recalibrate batch norm")
-    parser.add_argument("--verify", type=int_range(), default=5, help="best candidates per scenario timed end to end")
+    parser.add_argument("--verify", type=int_range(), default=5,
+                        help="best candidates per scenario checked (a guided search evaluates them with the "
+                        "supernet); timed end to end from the most accurate until one meets the budget")
     parser.add_argument("--seed", type=random_seed, default=0, help="seed of the search algorithm's draws")
     parser.add_argument("--out", default=None,
                         help=f"output folder; rerun to resume (default: {out}/SPACE-BUDGETS-seedN, plus a short hash "
@@ -237,7 +239,8 @@ VERIFIED = {**RECORD, "predicted_latency_ms": NUMBER, "measured_latency_ms": POS
             "measured_spread_ms": Optional(NUMBER), "meets_budget": BOOLEAN}
 RESULTS_SCHEMA = {
     "scenarios": [{"name": TEXT, "device": TEXT, "latency_ms": POSITIVE}],
-    "winners": Each({**VERIFIED, "budget_ms": POSITIVE, "device": TEXT, "verified": Optional([VERIFIED])}),
+    "winners": Each({**VERIFIED, "budget_ms": POSITIVE, "device": TEXT, "verified": Optional([VERIFIED]),
+                      "scored": Optional([RECORD])}),
     "history": [RECORD],
     "pareto_front": [TEXT],
     "latency_metric": TEXT,
@@ -375,7 +378,8 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
                                                        check) for s in config.scenarios})
     predicted = history
     if predictor:  # the history a reader ranks by val_top1 is what the supernet evaluated
-        history = list({v["arch_string"]: _record(v) for w in winners.values() for v in w["verified"]}.values())
+        history = list({v["arch_string"]: _record(v) for w in winners.values()
+                        for v in [*w["verified"], *w.get("scored", [])]}.values())
     first = config.scenarios[0].metric
     front = pareto_front([dataclasses.replace(r, feasible=True) for r in history], [("val_top1", True), (first, False)])
     result = {
@@ -463,10 +467,11 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
             fixed: list[Bound], journal: Journal, evaluator: SupernetEvaluator | None = None) -> dict[str, Any]:
     """Time the best candidates of ``scenario`` end to end; the first whose measurement meets the budget wins.
 
-    With an ``evaluator`` (a guided search) the candidates are the best by predicted accuracy: each of the
-    ``--verify`` best is evaluated with the supernet too, and the winner is the most accurate by the supernet
-    among those whose measurement meets the budget (if none does, among all of them, with a warning).
-    Evaluations and timings are journalled, so a resumed search picks the same winners.
+    With an ``evaluator`` (a guided search) the candidates are the ``--verify`` best by predicted accuracy, each
+    evaluated with the supernet first and then timed from the most accurate *by the supernet* down: the first
+    whose measurement meets the budget is the most accurate of them that does, so the less accurate ones are not
+    timed (``scored``). If none meets it, the most accurate wins, with a warning. Evaluations and timings are
+    journalled, so a resumed search picks the same winners.
     """
     bound = Bound(scenario.metric, upper=scenario.latency_ms)
     rank = PREDICTED if evaluator else "val_top1"
@@ -475,16 +480,14 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
     if not candidates:
         raise UserError(f"scenario {scenario.name}: no evaluated architecture meets its bounds; raise the budget "
                         "or --evaluations")
+    candidates = candidates[:config.verify]
+    if evaluator:
+        candidates = sorted((_scored(r, supernet.space, journal, evaluator) for r in candidates),
+                            key=lambda r: -r.metrics["val_top1"])  # stable: equals stay in predicted order
     device = parse_device(scenario.device)
     timer = table.timer(device)
     verified = []
-    for record in candidates[:config.verify]:
-        if evaluator:
-            measured = journal.get(record.key)
-            if measured is None:
-                measured = evaluator(supernet.space.parse(record.key))
-                journal.put(record.key, measured)
-            record = dataclasses.replace(record, metrics={**record.metrics, **measured})
+    for record in candidates:
         key = f"{scenario.device}|{record.key}"
         timing = journal.measured(key, lambda: table.measure(  # the network the key names, as it was scored
             supernet.extract(supernet.space.parse(record.key)), device, timer))
@@ -499,11 +502,21 @@ def _verify(scenario: Scenario, history: list[Record], table: LatencyTable, supe
               f"{v['measured_latency_ms']:6.2f} ms  {'within' if v['meets_budget'] else 'OVER'} budget  "
               f"val top1 {record.metrics['val_top1']:.4f}"
               + (f" (predicted {record.metrics[PREDICTED]:.4f})" if evaluator else "") + f"  {record.key}")
-        if v["meets_budget"] and not evaluator:
+        if v["meets_budget"]:
             break
-    within = [v for v in verified if v["meets_budget"]]
-    winner = max(within or verified, key=lambda v: v["metrics"]["val_top1"])  # the first of equals
+    scored = [r.to_dict() for r in candidates[len(verified):]]  # evaluated by the supernet, not timed
+    winner = next((v for v in verified if v["meets_budget"]), verified[0])
     if not winner["meets_budget"]:
         print(f"warning: scenario {scenario.name}: none of the {len(verified)} best candidates met the budget when "
               "measured; raise --verify or rebuild the latency table", file=sys.stderr)
-    return {**winner, "budget_ms": scenario.latency_ms, "device": scenario.device, "verified": verified}
+    return {**winner, "budget_ms": scenario.latency_ms, "device": scenario.device, "verified": verified,
+            **({"scored": scored} if evaluator else {})}
+
+
+def _scored(record: Record, space: Any, journal: Journal, evaluator: SupernetEvaluator) -> Record:
+    """``record`` with its supernet accuracy added (journalled: a resumed search does not evaluate it again)."""
+    measured = journal.get(record.key)
+    if measured is None:
+        measured = evaluator(space.parse(record.key))
+        journal.put(record.key, measured)
+    return dataclasses.replace(record, metrics={**record.metrics, **measured})

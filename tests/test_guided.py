@@ -99,17 +99,25 @@ def test_a_search_uses_the_predictor_beside_the_checkpoint_and_the_supernet_chec
     assert "predicted by" in results["figures"][PREDICTED] and "measured" in results["figures"]["val_top1"]
 
     winner = results["winners"][f"cpu:{budget:g}"]
-    verified = winner["verified"]
-    assert len(verified) == 3 and results["supernet_evaluations"] == 3
-    assert [v["metrics"][PREDICTED] for v in verified] == sorted((v["metrics"][PREDICTED] for v in verified),
-                                                                 reverse=True)
-    assert max(r["metrics"][PREDICTED] for r in results["predicted"]) == verified[0]["metrics"][PREDICTED]
+    verified, scored = winner["verified"], winner["scored"]
+    evaluated = verified + scored  # the 3 best by the predictor, then ordered by the supernet's accuracy
+    assert len(evaluated) == 3 and results["supernet_evaluations"] == 3 and verified
+    assert max(r["metrics"][PREDICTED] for r in results["predicted"]) == \
+        max(v["metrics"][PREDICTED] for v in evaluated)
+    top3 = sorted((r["metrics"][PREDICTED] for r in results["predicted"]), reverse=True)[:3]
+    assert sorted(v["metrics"][PREDICTED] for v in evaluated) == sorted(top3)
+    assert [v["metrics"]["val_top1"] for v in evaluated] == sorted((v["metrics"]["val_top1"] for v in evaluated),
+                                                                  reverse=True)
+    assert not any(v["meets_budget"] for v in verified[:-1])  # timed from the most accurate down to the first
+    assert all("measured_latency_ms" not in r for r in scored) and (not scored or verified[-1]["meets_budget"])
     within = [v for v in verified if v["meets_budget"]]
-    assert winner["metrics"]["val_top1"] == max(v["metrics"]["val_top1"] for v in within or verified)
-    assert {r["arch_string"] for r in results["history"]} == {v["arch_string"] for v in verified}
+    assert winner["metrics"]["val_top1"] == max(v["metrics"]["val_top1"] for v in within or evaluated)
+    assert winner["meets_budget"] or not scored
+    assert {r["arch_string"] for r in results["history"]} == {v["arch_string"] for v in evaluated}
     journal = json.loads((tmp_path / "guided" / "journal.json").read_text())
     assert {k: e["val_top1"] for k, e in journal["entries"].items()} == \
-        {v["arch_string"]: v["metrics"]["val_top1"] for v in verified}  # only the supernet's are journalled
+        {v["arch_string"]: v["metrics"]["val_top1"] for v in evaluated}  # only the supernet's are journalled
+    assert set(journal["measurements"]) == {f"cpu|{v['arch_string']}" for v in verified}  # only those timed
 
     stamp = (tmp_path / "guided" / "journal.json").stat().st_mtime_ns
     run_module(*args)  # a rerun repeats the predictor's part and replays the supernet's
