@@ -16,7 +16,7 @@ from search.latency import load_table
 from search.predictor import FitConfig, Predictor, fit
 from search.problem import Bound
 from search.regressors import Ridge
-from search.run import parse_scenarios
+from search.run import default_verify, parse_scenarios
 from supernet.errors import UserError
 from supernet.sampler import DEFAULT_RESOLUTION_MS, decode, flops_params_table, quantised_latency, sample, score
 from supernet.space import get_space
@@ -58,6 +58,10 @@ def test_seeded_gives_the_screened_first_then_draws() -> None:
     rng = random.Random(0)
     drawn = [seeded(rng) for _ in range(4)]
     assert drawn[:2] == first and drawn[2] == SPACE.sample(random.Random(0))
+
+
+def test_many_scenarios_verify_fewer_each_but_never_under_two() -> None:
+    assert [default_verify(n) for n in (1, 5, 6, 9, 12, 13, 40, 1000)] == [5, 5, 5, 3, 3, 2, 2, 2]
 
 
 def test_a_range_of_budgets_names_every_step_with_both_ends() -> None:
@@ -127,6 +131,17 @@ def test_a_search_uses_the_predictor_beside_the_checkpoint_and_the_supernet_chec
     report = run_module("search.report", str(tmp_path / "guided" / "results.json"), "--out",
                         str(tmp_path / "report.md"))
     assert "the 3 best were evaluated by the supernet" in (tmp_path / "report.md").read_text()
+
+    # two budgets that bind: each picks from both scenarios' verified candidates, the most accurate timed first
+    sweep = [f"cpu:{table.lowest_ms() + f * (table.highest_ms() - table.lowest_ms()):.3f}" for f in (0.5, 0.8)]
+    run_module(args[0], *args[3:-1], str(tmp_path / "pooled"), "--scenarios", ",".join(sweep))
+    pooled = json.loads((tmp_path / "pooled" / "results.json").read_text())
+    assert pooled["config"]["verify"] == 3 and pooled["supernet_evaluations"] == len(pooled["history"]) <= 6
+    for name in sweep:
+        won = pooled["winners"][name]
+        within = [r for r in pooled["history"] if r["metrics"]["latency_ms@cpu"] <= won["budget_ms"]]
+        assert won["verified"][0]["metrics"]["val_top1"] == max(r["metrics"]["val_top1"] for r in within)
+        assert {r["arch_string"] for r in won["scored"]} <= {r["arch_string"] for r in within}
 
     # budgets every subnet meets, far enough above the table that no measurement on a busy machine reaches them
     loose = [f"cpu:{round(table.highest_ms() + extra, 2):g}" for extra in (100, 200)]
