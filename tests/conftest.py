@@ -20,6 +20,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"  # the shared data folder beside the repository
 NO_CIFAR = f"CIFAR-10 is not at {CIFAR} (the shared data folder beside the repository)"
 
@@ -100,18 +101,25 @@ def make_cifar_slice(root: Path, per_class: int) -> Path:
 
 
 def run_module(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-               check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m ...`` as a user would, with this checkout importable.
+               check: bool = True, script: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ...`` (or ``python SCRIPT ...``) as a user would, with this checkout importable.
 
     One OpenMP thread unless the caller says otherwise: the tiny test models gain nothing from more, and on a
     busy 2-core machine two threads waiting on each other make a subprocess several times slower.
     """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd or ROOT, env=full_env, text=True,
+    command = [str(script)] if script else ["-m"]
+    result = subprocess.run([sys.executable, *command, *args], cwd=cwd or ROOT, env=full_env, text=True,
                             capture_output=True, timeout=600)
     if check and result.returncode != 0:
-        raise AssertionError(f"python -m {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        raise AssertionError(f"python {' '.join(command + list(args))} failed ({result.returncode}):\n"
+                             f"{result.stderr[-3000:]}")
     return result
+
+
+def run_script(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python PATH ARGS`` (a ``bench/`` script) as a user would; fails the test on a non-zero exit."""
+    return run_module(*args, script=path)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,9 +15,11 @@ import torch
 
 from search.export import read_metadata
 from search.latency import load_table
+from supernet.audio import load_audio
 from supernet.checkpoint import load_supernet
-from tests.conftest import (FSDD, NO_FSDD, check_markdown, check_search_results, logits_without_the_project,
-                            make_fsdd_slice, retrain_winner, run_module, train_table_and_search)
+from supernet.family import audio_frontend
+from tests.conftest import (BENCH, FSDD, NO_FSDD, check_markdown, check_search_results, logits_without_the_project,
+                            make_fsdd_slice, retrain_winner, run_module, run_script, train_table_and_search)
 
 pytestmark = [pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=NO_FSDD), pytest.mark.slow]
 
@@ -67,6 +69,13 @@ def test_retrain_export_and_report(run: dict[str, Any], tmp_path: Path) -> None:
         assert metadata["input"]["kind"] == "audio" and metadata["input"]["sample_rate"] == 8000
         assert metadata["input"]["shape"] == ["N", 1, 1, 8000]
         torch.testing.assert_close(logits_without_the_project(path, x, tmp_path), expected, atol=1e-4, rtol=1e-4)
+
+    # the file alone, fed the raw test recordings, classifies as many right as the supernet's subnet
+    _, (clips, labels), _ = load_audio(run["data"], audio_frontend(space.config))
+    with torch.no_grad():
+        right = int((supernet(clips.float() / 32768.0).argmax(1) == labels).sum())
+    scored = run_script(BENCH / "deployed_accuracy.py", str(out), "--data", str(run["data"]))
+    assert f": {right} of {len(labels)} test recordings right" in scored.stdout
 
     report = run["results"].parent / "report.md"
     run_module("search.report", str(run["results"]), "--out", str(report))

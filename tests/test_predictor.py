@@ -6,13 +6,15 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from search.accuracy import kendall_tau
 from search.features import features, features_from_codes, width
+from search.gp import GaussianProcess
 from search.predictor import Predictor, choose, file_sha256, load_predictor, main
-from search.regressors import KINDS, Ridge
+from search.regressors import GP, KINDS, Ridge
 from supernet.errors import UserError, run_cli
 from supernet.family import get_space
 from supernet.sampler import decode, encode, sample
@@ -69,6 +71,16 @@ def test_regressors_learn_an_additive_accuracy_and_reload_exactly() -> None:
         assert tau > (0.98 if kind is Ridge else 0.5), (kind.kind, tau)  # ridge is the true model here
         assert torch.equal(kind.from_state(model.state()).predict(x[160:]), predicted)
         assert predicted.dtype == torch.float32 and predicted.shape == (80,)
+
+
+def test_gp_mean_in_float32_matches_the_float64_process() -> None:
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 2, (300, 40)).astype(np.float64))  # one-hot-like encodings
+    y = x[:, :10].sum(1) * 0.01 + torch.from_numpy(rng.normal(0, 0.002, 300))
+    model = GP.fit(x[:200], y[:200])
+    reference = GaussianProcess().fit(x[:200].numpy(), y[:200].numpy()).predict(x[200:].numpy())[0]
+    np.testing.assert_allclose(model.predict(x[200:]).double().numpy(), reference, rtol=0, atol=2e-6)
+    assert model.predict(x[:0]).shape == (0,)
 
 
 def test_choice_is_by_tau_then_rmse() -> None:

@@ -16,9 +16,9 @@ import torch
 from search.export import read_metadata
 from search.latency import load_table
 from supernet.checkpoint import load_supernet
-from supernet.text import encode_sentences
-from tests.conftest import (NO_SST2, SST2, check_markdown, check_search_results, logits_without_the_project,
-                            make_sst2_slice, retrain_winner, run_module, train_table_and_search)
+from supernet.text import encode_sentences, read_tsv
+from tests.conftest import (BENCH, NO_SST2, SST2, check_markdown, check_search_results, logits_without_the_project,
+                            make_sst2_slice, retrain_winner, run_module, run_script, train_table_and_search)
 
 pytestmark = [pytest.mark.skipif(not SST2.is_dir(), reason=NO_SST2), pytest.mark.slow]
 
@@ -73,6 +73,14 @@ def test_retrain_export_and_report(run: dict[str, Any], tmp_path: Path) -> None:
         with torch.no_grad():
             expected = supernet.eval()(x)
         torch.testing.assert_close(logits_without_the_project(path, x, tmp_path), expected, atol=1e-4, rtol=1e-4)
+
+    # the file alone, fed the raw dev sentences, classifies as many right as the supernet's subnet
+    lines = read_tsv(run["data"] / "dev.tsv")
+    ids = encode_sentences([" ".join(words) for _, words in lines], read_metadata(out)["input"]["vocabulary"], 64)
+    with torch.no_grad():
+        right = int((supernet(ids.float()).argmax(1) == torch.tensor([int(label) for label, _ in lines])).sum())
+    scored = run_script(BENCH / "deployed_accuracy.py", str(out), "--data", str(run["data"]))
+    assert f": {right} of {TEST} test sentences right" in scored.stdout
 
     report = run["results"].parent / "report.md"
     run_module("search.report", str(run["results"]), "--out", str(report))
