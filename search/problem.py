@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Protocol, Sequence, TypeVar
@@ -204,6 +205,7 @@ class Problem:
     group: ProcessGroup = field(default_factory=SingleProcess)
     history: list[Record] = field(default_factory=list)
     replayed: int = 0
+    available: float | None = None  # how many distinct networks the sampler can draw, where known
 
     def __post_init__(self) -> None:
         self.seen: set[str] = set()
@@ -238,6 +240,16 @@ class Problem:
         """No bound on an estimated metric is broken (bounds on evaluated metrics are checked later)."""
         cheap = self.estimated(arch, key)
         return all(b.holds(cheap) for b in self.bounds if b.metric in cheap)
+
+    def capped(self, evaluations: int) -> int:
+        """``evaluations``, or :attr:`available` where the bounds hold fewer networks (a budget near the fastest
+        subnet): the search then evaluates every one of them, and says so, instead of failing to draw more."""
+        if self.available is None or evaluations <= self.available:
+            return evaluations
+        if self.group.is_main:
+            print(f"note: only {int(self.available)} networks are predicted within the budget: evaluating all of "
+                  f"them, not {evaluations}", file=sys.stderr)
+        return int(self.available)
 
     def sample(self, rng: random.Random) -> Arch:
         """A random architecture drawn with ``rng``: from ``sampler`` if given, else ``space.sample``. Algorithms

@@ -372,6 +372,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
                 continue
             unbound[scenario.device] = scenario.name
         sampler = within_budget(scenario, space, tables[scenario.device], group.is_main)
+        available = sampler.count if sampler else None
         if predictor:
             threads.update()  # a batched predictor waits on a busy core's thread like an evaluation does
             best = screen(space, predictor, tables[scenario.device].metric_table(), counts, scenario.latency_ms, fixed,
@@ -380,7 +381,7 @@ def search(config: SearchConfig, algorithm: Algorithm, command: list[str], group
         problem = Problem(space, evaluator, evaluate_many=predictor_evaluator(predictor) if predictor else None,
                           bounds=[Bound(scenario.metric, upper=scenario.latency_ms), *fixed], estimate=estimate,
                           journal=None if predictor else journal, group=group, sampler=sampler,
-                          progress=not predictor)
+                          progress=not predictor, available=available)
         if group.is_main:
             print(f"scenario {scenario.name}: {config.algorithm}, {config.evaluations} evaluations"
                   + (" by the predictor" if predictor else "")
@@ -509,7 +510,8 @@ def _verify(scenario: Scenario, records: list[Record], table: LatencyTable, supe
     accurate wins, with a warning.
 
     ``own``: in a guided search, the scenario's own best by predicted accuracy (evaluated by the supernet); those
-    not timed are listed as ``scored``. Timings are journalled, so a resumed search picks the same winners.
+    not timed are listed as ``scored``, most accurate first. Timings are journalled, so a resumed search picks
+    the same winners.
     """
     device = parse_device(scenario.device)
     timer = table.timer(device)
@@ -539,7 +541,8 @@ def _verify(scenario: Scenario, records: list[Record], table: LatencyTable, supe
               "measured; raise --verify or rebuild the latency table", file=sys.stderr)
     timed = {v["arch_string"] for v in verified}
     return {**winner, "budget_ms": scenario.latency_ms, "device": scenario.device, "verified": verified,
-            **({"scored": [r.to_dict() for r in own if r.key not in timed]} if own is not None else {})}
+            **({"scored": [r.to_dict() for r in sorted(own, key=lambda r: -r.metrics["val_top1"])
+                           if r.key not in timed]} if own is not None else {})}
 
 
 def _scored(record: Record, space: Any, journal: Journal, evaluator: SupernetEvaluator) -> Record:

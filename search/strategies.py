@@ -38,6 +38,7 @@ def _chunk(problem: Problem) -> int:
 def random_search(problem: Problem, *, evaluations: int, seed: int = 0) -> list[Record]:
     """``evaluations`` new plausible samples, drawn as in one batch and evaluated in chunks."""
     rng = check_common(evaluations, seed)
+    evaluations = problem.capped(evaluations)
     with problem.session(evaluations, "random search"):
         while len(problem.history) < evaluations:
             count = min(_chunk(problem), evaluations - len(problem.history))
@@ -79,6 +80,7 @@ def regularized_evolution(problem: Problem, *, objective: str, maximize: bool = 
     and several processes can share it. ``children=1`` is the original one-by-one algorithm.
     """
     rng = check_common(evaluations, seed)
+    evaluations = problem.capped(evaluations)
     if population < 2 or children < 1 or not 1 <= tournament <= population:
         raise UserError("evolution needs population >= 2, children >= 1 and 1 <= tournament <= population")
     if not 0 <= mutation_prob <= 1 or not 0 <= crossover_prob <= 1:
@@ -165,6 +167,7 @@ def nsga2(problem: Problem, *, objectives: Objectives, evaluations: int, populat
     """Elitist non-dominated sorting with crowding distance; each generation breeds ``population`` children,
     evaluated as one batch (as is the initial population)."""
     rng = check_common(evaluations, seed)
+    evaluations = problem.capped(evaluations)
     if len(objectives) < 2:
         raise UserError("NSGA-II needs at least two objectives (use evolution for one)")
     if not all(isinstance(o, (tuple, list)) and len(o) == 2 for o in objectives):
@@ -218,6 +221,7 @@ def bayesian_optimisation(problem: Problem, *, objective: str, maximize: bool = 
     candidate (on rank 0) while the other processes wait.
     """
     rng = check_common(evaluations, seed)
+    evaluations = problem.capped(evaluations)
     if initial < 2 or pool < 1:
         raise UserError("BO needs at least 2 initial random evaluations and a pool of at least 1")
     space = problem.space

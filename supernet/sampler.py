@@ -583,11 +583,13 @@ class WindowDraws:
     batch: int = 256
     resolution: float = DEFAULT_RESOLUTION_MS
     _buffer: list[Arch] = field(default_factory=list, init=False, repr=False)
+    count: float = field(default=0.0, init=False)  # distinct networks in the window (float64: may be huge)
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise UserError(f"a window sampler's batch must be at least 1, got {self.batch}")
-        if window_count(self.space, self.latency, self.window, self.resolution) <= 0:
+        self.count = window_count(self.space, self.latency, self.window, self.resolution)
+        if self.count <= 0:
             q = _quantise(self.space, self.latency, self.window, self.resolution)
             raise _empty_window(self.space, self.window, q, self.resolution)
 

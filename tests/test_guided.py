@@ -133,7 +133,8 @@ def test_a_search_uses_the_predictor_beside_the_checkpoint_and_the_supernet_chec
     assert "the 3 best were evaluated by the supernet" in (tmp_path / "report.md").read_text()
 
     # two budgets that bind: each picks from both scenarios' verified candidates, the most accurate timed first
-    sweep = [f"cpu:{table.lowest_ms() + f * (table.highest_ms() - table.lowest_ms()):.3f}" for f in (0.5, 0.8)]
+    sweep = [f"cpu:{round(table.lowest_ms() + f * (table.highest_ms() - table.lowest_ms()), 3):g}"
+             for f in (0.5, 0.8)]
     run_module(args[0], *args[3:-1], str(tmp_path / "pooled"), "--scenarios", ",".join(sweep))
     pooled = json.loads((tmp_path / "pooled" / "results.json").read_text())
     assert pooled["config"]["verify"] == 3 and pooled["supernet_evaluations"] == len(pooled["history"]) <= 6

@@ -49,6 +49,23 @@ def test_algorithms_respect_bounds_never_repeat_and_are_seeded(name: str) -> Non
     assert [r.key for r in run(problem(), 1)] != [r.key for r in history]
 
 
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_a_budget_of_few_networks_is_evaluated_whole_when_the_count_is_known(
+        name: str, capsys: pytest.CaptureFixture) -> None:
+    cheap = [{f"x{i}": int(i == one) for i in range(6)} for one in range(7)]  # all zeros, or one 1: seven
+
+    def tight(**kwargs) -> Problem:  # a window sampler's draws: only networks within the bound
+        return Problem(SPACE, toy, bounds=[Bound("cost", upper=1)], estimate=lambda a: {"cost": sum(a.values())},
+                       sampler=lambda rng: dict(rng.choice(cheap)), progress=False, max_tries=300, **kwargs)
+
+    history = ALGORITHMS[name](tight(available=7), 0)
+    assert sorted(sum(r.arch.values()) for r in history) == [0] + [1] * 6
+    assert "note: only 7 networks are predicted within the budget: evaluating all of them, not 30" in \
+        capsys.readouterr().err
+    with pytest.raises(UserError, match="no new feasible"):  # unknown count: the draws run dry
+        ALGORITHMS[name](tight(), 0)
+
+
 @pytest.mark.parametrize("name", ["evolution", "bo"])
 @pytest.mark.slow
 def test_guided_search_beats_random_on_average(name: str) -> None:
