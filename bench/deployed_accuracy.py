@@ -20,13 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search.export import read_metadata  # noqa: E402
 from supernet.audio import load_audio  # noqa: E402
 from supernet.family import audio_frontend, get_space  # noqa: E402
-from supernet.text import TEST_FILES, class_names, encode_sentences, read_tsv  # noqa: E402
+from supernet.errors import UserError, run_cli  # noqa: E402
+from supernet.text import class_names, encode_sentences, is_text_folder, read_tsv, test_file  # noqa: E402
 
 
 def text_split(root: Path, metadata: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids ``[N, max_len]`` of the labelled test sentences and their labels (classes as training names them)."""
-    test = next(root / name for name in TEST_FILES if (root / name).is_file())
-    lines = read_tsv(test)
+    if not is_text_folder(root):
+        raise UserError(f"{root} holds no train.tsv: pass the text dataset the supernet was trained on")
+    lines = read_tsv(test_file(root))
     names = class_names({label for label, _ in read_tsv(root / "train.tsv")})
     ids = encode_sentences([" ".join(words) for _, words in lines], metadata["input"]["vocabulary"],
                            metadata["input"]["max_len"])
@@ -40,16 +42,16 @@ def audio_split(root: Path, metadata: dict) -> tuple[torch.Tensor, torch.Tensor]
     return clips.view(len(labels), -1).float() / 32768.0, labels
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="a TorchScript file written by search.export")
     parser.add_argument("--data", type=Path, required=True, help="the dataset folder the supernet was trained on")
     parser.add_argument("--batch-size", type=int, default=256)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     metadata = read_metadata(args.model)
     kind = metadata["input"].get("kind")
     if kind not in ("text", "audio"):
-        sys.exit(f"{args.model} takes images; this script scores text and audio subnets")
+        raise UserError(f"{args.model} takes images; this script scores exported text and audio subnets")
     x, y = (text_split if kind == "text" else audio_split)(args.data, metadata)
     model = torch.jit.load(str(args.model))
     with torch.no_grad():
@@ -60,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -516,8 +516,9 @@ def _verify(scenario: Scenario, records: list[Record], table: LatencyTable, supe
     device = parse_device(scenario.device)
     timer = table.timer(device)
     verified = []
-    depth = config.verify if own is None else max(config.verify, DEFAULT_VERIFY)  # a timing costs far less
-    for record in _candidates(scenario, records, fixed, "val_top1")[:depth]:        # than an evaluation
+    # a guided pool is timed at least DEFAULT_VERIFY deep: a timing costs far less than an evaluation
+    depth = config.verify if own is None else max(config.verify, DEFAULT_VERIFY)
+    for record in _candidates(scenario, records, fixed, "val_top1")[:depth]:
         key = f"{scenario.device}|{record.key}"
         timing = journal.measured(key, lambda: table.measure(  # the network the key names, as it was scored
             supernet.extract(supernet.space.parse(record.key)), device, timer))

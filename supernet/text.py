@@ -85,17 +85,23 @@ def encode_sentences(sentences: list[str], vocab: list[str], max_len: int) -> to
 Sentences = tuple[torch.Tensor, torch.Tensor]  # int32 ids [N, 1, 1, max_len], int64 labels [N]
 
 
+def test_file(root: Path) -> Path:
+    """The labelled test split of the text dataset at ``root``: ``test.tsv``, else ``dev.tsv``."""
+    found = next((root / name for name in TEST_FILES if (root / name).is_file()), None)
+    if found is None:
+        raise UserError(f"text dataset {root} has train.tsv but no labelled test split: add test.tsv (or dev.tsv)")
+    return found
+
+
 def load_text(root: Path, config: TokenConfig) -> tuple[Sentences, Sentences, list[str], list[str]]:
     """The training and test sentences of the text dataset at ``root``, the class names and the vocabulary."""
-    test_file = next((root / name for name in TEST_FILES if (root / name).is_file()), None)
-    if test_file is None:
-        raise UserError(f"text dataset {root} has train.tsv but no labelled test split: add test.tsv (or dev.tsv)")
-    train, test = read_tsv(root / "train.tsv"), read_tsv(test_file)
+    test_path = test_file(root)
+    train, test = read_tsv(root / "train.tsv"), read_tsv(test_path)
     names = class_names({label for label, _ in train})
     index = {name: i for i, name in enumerate(names)}
     for number, (label, _) in enumerate(test, start=1):
         if label not in index:
-            raise UserError(f"{test_file}: sentence {number} has label {label!r}, which no training sentence has "
+            raise UserError(f"{test_path}: sentence {number} has label {label!r}, which no training sentence has "
                             f"(known: {', '.join(names[:10])})")
     vocab = vocabulary(train, config.vocab_size)
 
